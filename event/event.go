@@ -1,0 +1,180 @@
+// Package event defines Switchboard's audited facts: the Event record written
+// to PostgreSQL and to the GW log files, and one constructor per event whose
+// text users and their log parsers rely on. The texts live here and nowhere
+// else, so that the relay, the console and the tests cannot drift apart.
+package event
+
+import (
+	"fmt"
+	"strconv"
+	"time"
+)
+
+// Kind classifies an event for filtering; the message carries the exact text.
+type Kind string
+
+// Kinds of events. They are stored as text, so renaming one is a migration.
+const (
+	KindGateway          Kind = "gateway"           // start, stop, listen, reload
+	KindClientConnect    Kind = "client_connect"    // Client connected
+	KindClientDisconnect Kind = "client_disconnect" // Client disconnected
+	KindSessionStart     Kind = "session_start"     // Control connected to Client
+	KindSessionEnd       Kind = "session_end"       // Control disconnected from Client
+	KindLicence          Kind = "licence"           // licence limit exceeded
+	KindSecurity         Kind = "security"          // a security check failed
+	KindConfig           Kind = "config"            // configuration changed
+	KindOperator         Kind = "operator"          // operator sign-in and friends
+)
+
+// Event is one audited fact. Empty fields are simply not known for that event.
+type Event struct {
+	ID       int64 // assigned by the store; zero until written
+	Time     time.Time
+	Kind     Kind
+	Message  string
+	Client   string
+	Control  string
+	Operator string
+	RealIP   string
+	PublicIP string
+	Node     string
+}
+
+// LogTimeLayout is the date and time of a GW log line: "29-Jun-22, 16:11:20".
+const LogTimeLayout = "02-Jan-06, 15:04:05"
+
+// LogLine renders the event as one line of a GW log file, without newline:
+//
+//	29-Jun-22, 16:11:20, Connectivity Server started, Max. Licensed connections: 5, Listening port: 443
+func (e Event) LogLine() string {
+	return e.Time.Format(LogTimeLayout) + ", " + e.Message
+}
+
+func newEvent(kind Kind, msg string) Event {
+	return Event{Time: time.Now(), Kind: kind, Message: msg}
+}
+
+// Running is the first event of a start: product, version and platform.
+func Running(product, version, os string) Event {
+	return newEvent(KindGateway, fmt.Sprintf("%s %s, running on %s", product, version, os))
+}
+
+// GatewayStarted reports a successful start; maxClients <= 0 means unlimited.
+func GatewayStarted(maxClients int) Event {
+	return newEvent(KindGateway, "Gateway started. Max licensed connections: "+limitText(maxClients))
+}
+
+func limitText(n int) string {
+	if n <= 0 {
+		return "unlimited"
+	}
+	return strconv.Itoa(n)
+}
+
+// FailedToStart reports that the gateway could not start.
+func FailedToStart() Event { return newEvent(KindGateway, "Failed to start Gateway") }
+
+// GatewayStopped is the last event of an orderly stop.
+func GatewayStopped() Event { return newEvent(KindGateway, "Gateway stopped") }
+
+// Listening reports one bound listening port.
+func Listening(port int) Event {
+	return newEvent(KindGateway, fmt.Sprintf("Listening on port %d", port))
+}
+
+// FailedToBind reports a listening port that could not be bound.
+func FailedToBind(port int) Event {
+	return newEvent(KindGateway, fmt.Sprintf("Failed to bind to listening port %d", port))
+}
+
+// ReloadingConfiguration reports that stored configuration is being applied.
+func ReloadingConfiguration() Event { return newEvent(KindConfig, "Reloading configuration") }
+
+// ListenPortChanged warns that rebinding ends every connection.
+func ListenPortChanged() Event {
+	return newEvent(KindConfig, "Listen port has changed. All current connections and sessions will be terminated.")
+}
+
+// ReloadingKeys reports that the set of gateway keys changed.
+func ReloadingKeys() Event { return newEvent(KindConfig, "Reloading Gateway Keys") }
+
+// NoKeys warns that Clients and Controls are refused until a key exists.
+func NoKeys() Event {
+	return newEvent(KindConfig, "No Gateway Keys configured. Client and Control connections are refused until a key is added")
+}
+
+// ClientConnected reports a Client that registered.
+func ClientConnected(client, realIP, publicIP string) Event {
+	e := newEvent(KindClientConnect, fmt.Sprintf("Client %s connected", client))
+	e.Client, e.RealIP, e.PublicIP = client, realIP, publicIP
+	return e
+}
+
+// ClientDisconnected reports a Client that went away, for whatever reason.
+// The capital D is the design's text, kept for log parsers.
+func ClientDisconnected(client, realIP, publicIP string) Event {
+	e := newEvent(KindClientDisconnect, fmt.Sprintf("Client %s Disconnected", client))
+	e.Client, e.RealIP, e.PublicIP = client, realIP, publicIP
+	return e
+}
+
+// SessionStarted reports a Control connected to a Client.
+func SessionStarted(control, client, publicIP string) Event {
+	e := newEvent(KindSessionStart, fmt.Sprintf("Control %s connected to Client %s", control, client))
+	e.Control, e.Client, e.PublicIP = control, client, publicIP
+	return e
+}
+
+// SessionEnded reports a Control disconnected from a Client.
+func SessionEnded(control, client, publicIP string) Event {
+	e := newEvent(KindSessionEnd, fmt.Sprintf("Control %s disconnected from Client %s", control, client))
+	e.Control, e.Client, e.PublicIP = control, client, publicIP
+	return e
+}
+
+// LicenceExceeded reports a Client rejected by the licence limit.
+func LicenceExceeded(client, realIP, publicIP string) Event {
+	e := newEvent(KindLicence, fmt.Sprintf("Licence exceed. Rejecting connection from Client %s (%s, %s)", client, realIP, publicIP))
+	e.Client, e.RealIP, e.PublicIP = client, realIP, publicIP
+	return e
+}
+
+// ClientSecurityFailed reports a Client whose key is not on the gateway.
+func ClientSecurityFailed(client, realIP, publicIP string) Event {
+	e := newEvent(KindSecurity, fmt.Sprintf("Security check failed for Client %s (%s). Terminating connection from %s", client, realIP, publicIP))
+	e.Client, e.RealIP, e.PublicIP = client, realIP, publicIP
+	return e
+}
+
+// BrowseSecurityFailed reports a Control browse with a key not on the gateway.
+func BrowseSecurityFailed(publicIP string) Event {
+	e := newEvent(KindSecurity, fmt.Sprintf("Security check failed for Control browse. Terminating connection from %s", publicIP))
+	e.PublicIP = publicIP
+	return e
+}
+
+// ControlSecurityFailed reports a Control connect with a key not on the gateway.
+func ControlSecurityFailed(control, client, publicIP string) Event {
+	e := newEvent(KindSecurity, fmt.Sprintf("Security check failed for Control %s. Rejecting connection request to Client %s from %s", control, client, publicIP))
+	e.Control, e.Client, e.PublicIP = control, client, publicIP
+	return e
+}
+
+// KeyMismatch reports a Control whose key is valid but not the Client's.
+func KeyMismatch(control, client, publicIP string) Event {
+	e := newEvent(KindSecurity, fmt.Sprintf("Client/Control security check failed for Control %s. Rejecting connection request to Client %s from %s", control, client, publicIP))
+	e.Control, e.Client, e.PublicIP = control, client, publicIP
+	return e
+}
+
+// Sink receives events. Emit must never block the caller for I/O: the relay
+// calls it on its hot paths.
+type Sink interface {
+	Emit(Event)
+}
+
+// SinkFunc adapts a function to Sink.
+type SinkFunc func(Event)
+
+// Emit calls f(e).
+func (f SinkFunc) Emit(e Event) { f(e) }
