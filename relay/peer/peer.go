@@ -1,0 +1,218 @@
+// Package peer opens connections to a gateway from the outside: it parses a
+// gateway address, dials it (TLS or plain), performs the HTTP upgrade and
+// reads the gateway's challenge. The Client agent and the Control both use
+// it; what they say after the challenge is theirs.
+package peer
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"fmt"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/switchboard/switchboard/relay/wire"
+)
+
+// Gateway is a parsed gateway address.
+type Gateway struct {
+	TLS  bool
+	Host string // host:port
+}
+
+// ParseGateway accepts "https://host[:port]", "http://host[:port]" or a bare
+// "host[:port]", which means https. The default port is 443 for both
+// schemes, the gateway's default listening port.
+func ParseGateway(s string) (Gateway, error) {
+	if s == "" {
+		return Gateway{}, fmt.Errorf("gateway address is empty")
+	}
+	g := Gateway{TLS: true}
+	rest := s
+	if i := strings.Index(s, "://"); i >= 0 {
+		u, err := url.Parse(s)
+		if err != nil {
+			return Gateway{}, fmt.Errorf("gateway address %q: %w", s, err)
+		}
+		switch u.Scheme {
+		case "https":
+		case "http":
+			g.TLS = false
+		default:
+			return Gateway{}, fmt.Errorf("gateway address %q: scheme must be http or https", s)
+		}
+		if u.Path != "" && u.Path != "/" {
+			return Gateway{}, fmt.Errorf("gateway address %q: a path is not allowed", s)
+		}
+		rest = u.Host
+	}
+	if rest == "" {
+		return Gateway{}, fmt.Errorf("gateway address %q has no host", s)
+	}
+	if _, _, err := net.SplitHostPort(rest); err != nil {
+		rest = net.JoinHostPort(strings.Trim(rest, "[]"), "443")
+	}
+	g.Host = rest
+	return g, nil
+}
+
+func (g Gateway) String() string {
+	if g.TLS {
+		return "https://" + g.Host
+	}
+	return "http://" + g.Host
+}
+
+// Dialer holds what every connection to one gateway needs.
+type Dialer struct {
+	Gateway Gateway
+	// TLS configures https gateways; nil means the system roots and the
+	// gateway's host name.
+	TLS *tls.Config
+	// UserAgent is sent with the upgrade request.
+	UserAgent string
+	// Timeout bounds dialling plus the upgrade; zero means 15 s.
+	Timeout time.Duration
+}
+
+// Conn is an upgraded connection that has read the gateway's challenge.
+type Conn struct {
+	net.Conn
+	r         *bufio.Reader
+	Challenge wire.Challenge
+}
+
+// Dial connects, upgrades and reads the challenge. The handshake deadline is
+// left set; Hello clears it once the handshake is over.
+func (d *Dialer) Dial(ctx context.Context) (*Conn, error) {
+	timeout := d.Timeout
+	if timeout == 0 {
+		timeout = 15 * time.Second
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+
+	nd := net.Dialer{KeepAlive: 30 * time.Second}
+	raw, err := nd.DialContext(ctx, "tcp", d.Gateway.Host)
+	if err != nil {
+		return nil, fmt.Errorf("connect to gateway %s: %w", d.Gateway, err)
+	}
+	conn := raw
+	deadline, _ := ctx.Deadline()
+	_ = raw.SetDeadline(deadline)
+	// Close the socket if ctx ends while a read or write blocks.
+	stop := context.AfterFunc(ctx, func() { _ = raw.SetDeadline(time.Unix(1, 0)) })
+	defer stop()
+
+	if d.Gateway.TLS {
+		cfg := d.TLS.Clone()
+		if cfg == nil {
+			cfg = &tls.Config{}
+		}
+		if cfg.ServerName == "" {
+			cfg.ServerName, _, _ = net.SplitHostPort(d.Gateway.Host)
+		}
+		// The relay needs HTTP/1.1's Upgrade: never negotiate h2.
+		cfg.NextProtos = []string{"http/1.1"}
+		tc := tls.Client(raw, cfg)
+		if err := tc.HandshakeContext(ctx); err != nil {
+			raw.Close()
+			return nil, fmt.Errorf("TLS handshake with gateway %s: %w", d.Gateway, err)
+		}
+		conn = tc
+	}
+
+	req := "GET " + wire.Path + " HTTP/1.1\r\n" +
+		"Host: " + d.Gateway.Host + "\r\n" +
+		"Connection: Upgrade\r\n" +
+		"Upgrade: " + wire.Protocol + "\r\n" +
+		"User-Agent: " + d.UserAgent + "\r\n\r\n"
+	if _, err := conn.Write([]byte(req)); err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("gateway %s: send upgrade: %w", d.Gateway, err)
+	}
+	br := bufio.NewReader(conn)
+	resp, err := http.ReadResponse(br, &http.Request{Method: http.MethodGet})
+	if err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("gateway %s: read upgrade response: %w", d.Gateway, err)
+	}
+	if resp.StatusCode != http.StatusSwitchingProtocols {
+		msg := readSmallBody(resp)
+		conn.Close()
+		return nil, fmt.Errorf("gateway %s refused the relay connection: %s %s", d.Gateway, resp.Status, msg)
+	}
+	var ch wire.Challenge
+	if err := wire.Expect(br, wire.TypeChallenge, &ch); err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("gateway %s: %w", d.Gateway, err)
+	}
+	if ctx.Err() != nil {
+		conn.Close()
+		return nil, fmt.Errorf("gateway %s: %w", d.Gateway, ctx.Err())
+	}
+	return &Conn{Conn: conn, r: br, Challenge: ch}, nil
+}
+
+func readSmallBody(resp *http.Response) string {
+	defer resp.Body.Close()
+	b := make([]byte, 512)
+	n, _ := resp.Body.Read(b)
+	return strings.TrimSpace(string(b[:n]))
+}
+
+// Send writes a Hello proving key for this connection's challenge.
+func (c *Conn) Send(key, role, name, target string, fill func(*wire.Hello)) error {
+	h := wire.NewHello(c.Challenge, key, role, name, target)
+	if fill != nil {
+		fill(&h)
+	}
+	if err := wire.WriteFrame(c.Conn, wire.TypeHello, h); err != nil {
+		return err
+	}
+	return nil
+}
+
+// Read reads from the connection, first draining whatever the handshake
+// reader already holds.
+func (c *Conn) Read(p []byte) (int, error) {
+	if c.r != nil {
+		if c.r.Buffered() > 0 {
+			return c.r.Read(p)
+		}
+		c.r = nil
+	}
+	return c.Conn.Read(p)
+}
+
+// Reader is the connection's frame reader.
+func (c *Conn) Reader() *bufio.Reader {
+	if c.r == nil {
+		c.r = bufio.NewReaderSize(c.Conn, 512)
+	}
+	return c.r
+}
+
+// Stream returns the connection for raw session bytes after Ready: the bare
+// connection when nothing is buffered, so io.Copy can splice it.
+func (c *Conn) Stream() net.Conn {
+	if c.r == nil || c.r.Buffered() == 0 {
+		return c.Conn
+	}
+	return c
+}
+
+// ClearDeadline ends the handshake's deadline.
+func (c *Conn) ClearDeadline() { _ = c.Conn.SetDeadline(time.Time{}) }
+
+// CloseWrite half-closes the connection so the other side sees EOF.
+func (c *Conn) CloseWrite() error {
+	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return c.Conn.Close()
+}

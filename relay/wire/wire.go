@@ -1,0 +1,373 @@
+// Package wire is the protocol spoken between the gateway and its peers: the
+// Client agent and the Control. Both sides import it; it knows nothing of
+// either side's logic.
+//
+// # Transport
+//
+// Every peer connection is one outbound HTTP/1.1 request to the gateway,
+//
+//	GET /relay/v1 HTTP/1.1
+//	Connection: Upgrade
+//	Upgrade: switchboard-relay/1
+//
+// answered with "101 Switching Protocols", after which the TCP (or TLS)
+// connection carries frames. Using a plain HTTP upgrade rather than a
+// WebSocket keeps a session's connection a bare TCP stream once the
+// handshake is done, so the gateway can splice it to the other side with
+// io.Copy (splice(2) on Linux) and add nothing per byte.
+//
+// # Frames
+//
+// A frame is a one-byte type, a four-byte big-endian payload length and a
+// JSON payload of at most MaxPayload bytes:
+//
+//	+------+----------------+------------------+
+//	| type | length (uint32)| payload (JSON)   |
+//	+------+----------------+------------------+
+//
+// # Handshake
+//
+// Right after the 101 the gateway sends a Challenge: a fresh random nonce and
+// the installation's salt. The peer answers with a Hello naming its role
+// (client, browse, connect or accept) and proving it holds a gateway key
+// without sending it: the gateway stores only Verifier(salt, key), an
+// HMAC-SHA256 keyed hash, and the peer sends
+//
+//	KeyID = first 16 hex digits of HMAC-SHA256(verifier, "switchboard key id")
+//	Proof = HMAC-SHA256(verifier, nonce || role || name || target)
+//
+// KeyID lets the gateway find the key in O(1); Proof shows knowledge of it
+// and is bound to this connection's nonce, so a recorded handshake cannot be
+// replayed. A failed check ends with an Error frame and the connection.
+//
+// # Roles
+//
+//   - client: a Client agent registers (name, LAN address, OS, version,
+//     services). The gateway answers Welcome (carrying the CMPI), then the
+//     connection stays open as the Client's control channel: the Client sends
+//     Heartbeat every CMPI seconds and the gateway answers HeartbeatAck; the
+//     gateway sends Open to ask for a session, Config when the CMPI changes,
+//     and Goodbye before it closes the channel on purpose.
+//   - browse: a Control lists the Clients holding its key. The gateway sends
+//     ClientList frames (More=true on all but the last) and closes.
+//   - connect: a Control asks for a session to Target ("client" or
+//     "client/service"). The gateway sends Open to the Client, waits for its
+//     accept connection and then sends Ready on both; from then on each
+//     connection carries the session's raw bytes and nothing else.
+//   - accept: the Client's side of one session, naming the SessionID it got
+//     in Open. Before accepting, the Client has dialled its local service; if
+//     that failed it sends OpenFailed on its control channel instead.
+//
+// A peer must not send anything after its Hello until it has read Welcome or
+// Ready: that keeps the gateway's buffers empty when it starts splicing.
+package wire
+
+import (
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"time"
+)
+
+// Protocol identifies this version of the protocol in the Upgrade header.
+const Protocol = "switchboard-relay/1"
+
+// Path is the HTTP path of the relay endpoint.
+const Path = "/relay/v1"
+
+// MaxPayload bounds one frame. Control frames are small; browse results are
+// split into several frames so no single frame needs to be large.
+const MaxPayload = 1 << 20
+
+// MinKeyLength is the shortest gateway key accepted anywhere.
+const MinKeyLength = 8
+
+// DefaultCMPI is the Comms Management Packet Interval used when none is set.
+const DefaultCMPI = 60 * time.Second
+
+// Type is a frame type.
+type Type uint8
+
+// Frame types. Values are part of the protocol: never renumber.
+const (
+	TypeChallenge    Type = 1
+	TypeHello        Type = 2
+	TypeWelcome      Type = 3
+	TypeError        Type = 4
+	TypeHeartbeat    Type = 5
+	TypeHeartbeatAck Type = 6
+	TypeOpen         Type = 7
+	TypeOpenFailed   Type = 8
+	TypeReady        Type = 9
+	TypeConfig       Type = 10
+	TypeClientList   Type = 11
+	TypeGoodbye      Type = 12
+)
+
+func (t Type) String() string {
+	switch t {
+	case TypeChallenge:
+		return "challenge"
+	case TypeHello:
+		return "hello"
+	case TypeWelcome:
+		return "welcome"
+	case TypeError:
+		return "error"
+	case TypeHeartbeat:
+		return "heartbeat"
+	case TypeHeartbeatAck:
+		return "heartbeat-ack"
+	case TypeOpen:
+		return "open"
+	case TypeOpenFailed:
+		return "open-failed"
+	case TypeReady:
+		return "ready"
+	case TypeConfig:
+		return "config"
+	case TypeClientList:
+		return "client-list"
+	case TypeGoodbye:
+		return "goodbye"
+	}
+	return fmt.Sprintf("type(%d)", uint8(t))
+}
+
+// Roles a peer can take in its Hello.
+const (
+	RoleClient  = "client"
+	RoleBrowse  = "browse"
+	RoleConnect = "connect"
+	RoleAccept  = "accept"
+)
+
+// Challenge is the gateway's first frame.
+type Challenge struct {
+	Version int    `json:"version"`
+	Nonce   []byte `json:"nonce"`
+	Salt    []byte `json:"salt"`
+	Node    string `json:"node,omitempty"`
+}
+
+// Hello is the peer's answer to a Challenge.
+type Hello struct {
+	Role  string `json:"role"`
+	KeyID string `json:"key_id"`
+	Proof []byte `json:"proof"`
+	// Name is the Client's name (client, accept) or the Control's (browse, connect).
+	Name string `json:"name"`
+	// Target is "client" or "client/service" (connect) or the session ID (accept).
+	Target string `json:"target,omitempty"`
+
+	// Registration details, role client only.
+	RealIP   string    `json:"real_ip,omitempty"`
+	OS       string    `json:"os,omitempty"`
+	Version  string    `json:"version,omitempty"`
+	Services []Service `json:"services,omitempty"`
+}
+
+// Service is one local service a Client offers. Its address stays on the
+// Client: the gateway and Controls only ever see the name.
+type Service struct {
+	Name string `json:"name"`
+}
+
+// Welcome accepts a Client's registration.
+type Welcome struct {
+	CMPISeconds int    `json:"cmpi_seconds"`
+	Node        string `json:"node,omitempty"`
+}
+
+// Config carries settings that changed while a Client is connected.
+type Config struct {
+	CMPISeconds int `json:"cmpi_seconds"`
+}
+
+// Error codes, stable for scripts and tests; messages are for people.
+const (
+	CodeBadRequest   = "bad_request"
+	CodeNoKeys       = "no_keys"
+	CodeUnauthorized = "unauthorized"
+	CodeKeyMismatch  = "key_mismatch"
+	CodeNotFound     = "not_found"
+	CodeLicence      = "licence"
+	CodeUnavailable  = "unavailable"
+	CodeShutdown     = "shutdown"
+)
+
+// Error ends a handshake or a channel; it is also returned as a Go error by
+// the peer-side helpers so callers can switch on Code.
+type Error struct {
+	Code    string `json:"code"`
+	Message string `json:"message"`
+}
+
+func (e *Error) Error() string { return "gateway: " + e.Message }
+
+// Open asks a Client for a session to one of its services.
+type Open struct {
+	SessionID string `json:"session_id"`
+	Service   string `json:"service"`
+	Control   string `json:"control"`
+}
+
+// OpenFailed tells the gateway a Client could not start a session.
+type OpenFailed struct {
+	SessionID string `json:"session_id"`
+	Message   string `json:"message"`
+}
+
+// Ready starts the raw byte stream of a session.
+type Ready struct {
+	SessionID string `json:"session_id"`
+}
+
+// ClientInfo is one Client in a browse result.
+type ClientInfo struct {
+	Name           string    `json:"name"`
+	RealIP         string    `json:"real_ip"`
+	PublicIP       string    `json:"public_ip"`
+	OS             string    `json:"os,omitempty"`
+	Version        string    `json:"version,omitempty"`
+	ConnectedSince time.Time `json:"connected_since"`
+	LastHeartbeat  time.Time `json:"last_heartbeat"`
+	Services       []string  `json:"services"`
+	Node           string    `json:"node,omitempty"`
+}
+
+// ClientList is one page of a browse result.
+type ClientList struct {
+	Clients []ClientInfo `json:"clients"`
+	More    bool         `json:"more"`
+}
+
+// Goodbye tells a Client why the gateway closes its channel.
+type Goodbye struct {
+	Reason string `json:"reason"`
+}
+
+// Empty is the payload of frames that carry nothing (heartbeats).
+type Empty struct{}
+
+// ErrFrameTooLarge reports a frame longer than MaxPayload.
+var ErrFrameTooLarge = errors.New("wire: frame too large")
+
+// WriteFrame writes one frame. It does not flush a buffered writer.
+func WriteFrame(w io.Writer, t Type, v any) error {
+	payload, err := json.Marshal(v)
+	if err != nil {
+		return fmt.Errorf("wire: encode %s: %w", t, err)
+	}
+	if len(payload) > MaxPayload {
+		return fmt.Errorf("wire: encode %s: %w", t, ErrFrameTooLarge)
+	}
+	buf := make([]byte, 5+len(payload))
+	buf[0] = byte(t)
+	binary.BigEndian.PutUint32(buf[1:5], uint32(len(payload)))
+	copy(buf[5:], payload)
+	if _, err := w.Write(buf); err != nil {
+		return fmt.Errorf("wire: write %s: %w", t, err)
+	}
+	return nil
+}
+
+// ReadFrame reads one frame's header and payload. The payload slice is
+// freshly allocated and owned by the caller.
+func ReadFrame(r io.Reader) (Type, []byte, error) {
+	var hdr [5]byte
+	if _, err := io.ReadFull(r, hdr[:]); err != nil {
+		return 0, nil, fmt.Errorf("wire: read header: %w", err)
+	}
+	t := Type(hdr[0])
+	n := binary.BigEndian.Uint32(hdr[1:])
+	if n > MaxPayload {
+		return t, nil, fmt.Errorf("wire: %s of %d bytes: %w", t, n, ErrFrameTooLarge)
+	}
+	payload := make([]byte, n)
+	if _, err := io.ReadFull(r, payload); err != nil {
+		return t, nil, fmt.Errorf("wire: read %s payload: %w", t, err)
+	}
+	return t, payload, nil
+}
+
+// Decode unmarshals a payload into v, naming the frame type on failure.
+func Decode(t Type, payload []byte, v any) error {
+	if err := json.Unmarshal(payload, v); err != nil {
+		return fmt.Errorf("wire: malformed %s frame: %w", t, err)
+	}
+	return nil
+}
+
+// Expect reads one frame and decodes it into v when it has type want. An
+// Error frame is returned as *Error; any other type is a protocol error.
+func Expect(r io.Reader, want Type, v any) error {
+	t, payload, err := ReadFrame(r)
+	if err != nil {
+		return err
+	}
+	switch t {
+	case want:
+		return Decode(t, payload, v)
+	case TypeError:
+		var e Error
+		if err := Decode(t, payload, &e); err != nil {
+			return err
+		}
+		return &e
+	default:
+		return fmt.Errorf("wire: got %s frame, want %s", t, want)
+	}
+}
+
+// Verifier is the keyed hash of a gateway key that the gateway stores. It is
+// HMAC-SHA256 keyed by the installation's salt, so the same key gives a
+// different verifier on another installation.
+func Verifier(salt []byte, key string) []byte {
+	m := hmac.New(sha256.New, salt)
+	m.Write([]byte(key))
+	return m.Sum(nil)
+}
+
+// KeyID is the public lookup handle of a verifier.
+func KeyID(verifier []byte) string {
+	m := hmac.New(sha256.New, verifier)
+	m.Write([]byte("switchboard key id"))
+	return hex.EncodeToString(m.Sum(nil)[:8])
+}
+
+// Proof binds a verifier to one handshake.
+func Proof(verifier, nonce []byte, role, name, target string) []byte {
+	m := hmac.New(sha256.New, verifier)
+	m.Write(nonce)
+	// Lengths first, so ("ab","c") and ("a","bc") give different proofs.
+	for _, s := range []string{role, name, target} {
+		var n [4]byte
+		binary.BigEndian.PutUint32(n[:], uint32(len(s)))
+		m.Write(n[:])
+		m.Write([]byte(s))
+	}
+	return m.Sum(nil)
+}
+
+// CheckProof compares a proof in constant time.
+func CheckProof(verifier, nonce []byte, h Hello) bool {
+	return hmac.Equal(h.Proof, Proof(verifier, nonce, h.Role, h.Name, h.Target))
+}
+
+// NewHello builds a Hello that proves knowledge of key for challenge c.
+func NewHello(c Challenge, key, role, name, target string) Hello {
+	v := Verifier(c.Salt, key)
+	return Hello{
+		Role:   role,
+		KeyID:  KeyID(v),
+		Proof:  Proof(v, c.Nonce, role, name, target),
+		Name:   name,
+		Target: target,
+	}
+}
