@@ -1,0 +1,224 @@
+package relay
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/switchboard/switchboard/event"
+	"github.com/switchboard/switchboard/relay/wire"
+)
+
+// client is a registered Client's control channel. An idle Client is the
+// gateway's most numerous object, so it holds no buffers and no goroutine
+// beyond the one blocked reading its next frame; writes are rare and small
+// and go straight to the socket under a mutex with a deadline.
+type client struct {
+	conn     net.Conn
+	name     string
+	keyID    string
+	realIP   string
+	publicIP string
+	os       string
+	version  string
+	services []string
+	since    time.Time
+	lastSeen atomic.Int64 // unix nanoseconds of the last frame read
+
+	wmu      sync.Mutex
+	closed   atomic.Bool
+	replaced atomic.Bool // a newer registration of the same Client took over
+}
+
+// writeTimeout bounds one write to a Client's channel. Frames are tiny, so a
+// Client that cannot take one in this time is stuck and gets dropped.
+const writeTimeout = 10 * time.Second
+
+func (c *client) send(t wire.Type, v any) error {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	_ = c.conn.SetWriteDeadline(time.Now().Add(writeTimeout))
+	err := wire.WriteFrame(c.conn, t, v)
+	_ = c.conn.SetWriteDeadline(time.Time{})
+	if err != nil {
+		c.conn.Close()
+	}
+	return err
+}
+
+// close says goodbye and closes the channel; the read loop then unregisters.
+func (c *client) close(bye wire.Goodbye) {
+	if c.closed.Swap(true) {
+		return
+	}
+	c.wmu.Lock()
+	_ = c.conn.SetWriteDeadline(time.Now().Add(time.Second))
+	_ = wire.WriteFrame(c.conn, wire.TypeGoodbye, bye)
+	c.wmu.Unlock()
+	c.conn.Close()
+}
+
+func (c *client) info() wire.ClientInfo {
+	return wire.ClientInfo{
+		Name:           c.name,
+		RealIP:         c.realIP,
+		PublicIP:       c.publicIP,
+		OS:             c.os,
+		Version:        c.version,
+		ConnectedSince: c.since,
+		LastHeartbeat:  time.Unix(0, c.lastSeen.Load()),
+		Services:       c.services,
+	}
+}
+
+func (c *client) offers(service string) bool {
+	for _, s := range c.services {
+		if s == service {
+			return true
+		}
+	}
+	return false
+}
+
+func validName(s string) bool {
+	if s == "" || len(s) > 128 {
+		return false
+	}
+	return !strings.ContainsAny(s, "/\x00\r\n")
+}
+
+// serveClient registers a Client and runs its control channel.
+func (s *Server) serveClient(ctx context.Context, p *peerConn) error {
+	h := p.hello
+	key, ok := s.keys.check(p.nonce, h)
+	if !ok {
+		s.emit(event.ClientSecurityFailed(h.Name, h.RealIP, p.publicIP))
+		s.refuse(p, wire.CodeUnauthorized, "security check failed: the gateway key is not valid on this gateway")
+		return fmt.Errorf("relay: client %q from %s: bad key", h.Name, p.publicIP)
+	}
+	if !validName(h.Name) {
+		s.refuse(p, wire.CodeBadRequest, "a Client name must be 1 to 128 characters without '/' or control characters")
+		return fmt.Errorf("relay: client from %s: bad name %q", p.publicIP, h.Name)
+	}
+	services := make([]string, 0, len(h.Services))
+	for _, sv := range h.Services {
+		if !validName(sv.Name) {
+			s.refuse(p, wire.CodeBadRequest, "bad service name "+quote(sv.Name))
+			return fmt.Errorf("relay: client %q: bad service name %q", h.Name, sv.Name)
+		}
+		services = append(services, sv.Name)
+	}
+	now := time.Now()
+	c := &client{
+		conn: p.conn, name: h.Name, keyID: key.KeyID, realIP: h.RealIP, publicIP: p.publicIP,
+		os: h.OS, version: h.Version, services: services, since: now,
+	}
+	c.lastSeen.Store(now.UnixNano())
+
+	k := clientKey{h.Name, key.KeyID}
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		s.refuse(p, wire.CodeShutdown, "gateway is shutting down")
+		return ErrClosed
+	}
+	old := s.clients[k]
+	limit := s.maxClients.Load()
+	n := int64(len(s.clients))
+	if old != nil {
+		// The same Client registering again (its old connection died without
+		// the gateway noticing yet) replaces itself: it uses no new licence.
+		n--
+	}
+	if limit > 0 && n >= limit {
+		s.mu.Unlock()
+		s.emit(event.LicenceExceeded(h.Name, h.RealIP, p.publicIP))
+		s.refuse(p, wire.CodeLicence, fmt.Sprintf("licence limit reached: this gateway accepts at most %d Clients", limit))
+		return fmt.Errorf("relay: client %q from %s: licence limit %d", h.Name, p.publicIP, limit)
+	}
+	s.clients[k] = c
+	s.mu.Unlock()
+	if old != nil {
+		old.replaced.Store(true)
+		old.close(wire.Goodbye{Reason: "replaced by a new connection of the same Client"})
+	}
+
+	welcome := wire.Welcome{CMPISeconds: int(s.CMPI() / time.Second), Node: s.node}
+	if err := c.send(wire.TypeWelcome, welcome); err != nil {
+		s.unregister(k, c)
+		return fmt.Errorf("relay: client %q: %w", h.Name, err)
+	}
+	_ = p.conn.SetDeadline(time.Time{})
+	s.emit(event.ClientConnected(c.name, c.realIP, c.publicIP))
+	s.log.Info("client connected", "client", c.name, "real_ip", c.realIP, "public_ip", c.publicIP)
+
+	err := s.clientLoop(ctx, c, p)
+	s.unregister(k, c)
+	c.closed.Store(true)
+	p.conn.Close()
+	s.emit(event.ClientDisconnected(c.name, c.realIP, c.publicIP))
+	s.log.Info("client disconnected", "client", c.name, "reason", errText(err))
+	return nil
+}
+
+func errText(err error) string {
+	if err == nil {
+		return "closed"
+	}
+	return err.Error()
+}
+
+func (s *Server) unregister(k clientKey, c *client) {
+	s.mu.Lock()
+	if s.clients[k] == c {
+		delete(s.clients, k)
+	}
+	s.mu.Unlock()
+}
+
+// clientLoop reads the control channel until it ends. Heartbeats are answered
+// inline; a Client silent for deadAfter is dropped even if its TCP
+// connection never closes.
+func (s *Server) clientLoop(ctx context.Context, c *client, p *peerConn) error {
+	// The handshake reader may be the HTTP server's 4 KiB buffer. Keep it
+	// only while it holds bytes, so an idle Client costs no buffer.
+	var r interface{ Read([]byte) (int, error) } = p.conn
+	if p.r != nil && p.r.Buffered() > 0 {
+		r = p.r
+	}
+	stop := context.AfterFunc(ctx, func() { c.conn.Close() })
+	defer stop()
+	for {
+		_ = c.conn.SetReadDeadline(time.Now().Add(s.deadAfter()))
+		t, payload, err := wire.ReadFrame(r)
+		if err != nil {
+			if ne, ok := err.(interface{ Timeout() bool }); ok && ne.Timeout() {
+				return fmt.Errorf("no heartbeat for %s", s.deadAfter())
+			}
+			return err
+		}
+		if p.r != nil && r == p.r && p.r.Buffered() == 0 {
+			r = p.conn
+		}
+		c.lastSeen.Store(time.Now().UnixNano())
+		switch t {
+		case wire.TypeHeartbeat:
+			if err := c.send(wire.TypeHeartbeatAck, wire.Empty{}); err != nil {
+				return err
+			}
+		case wire.TypeOpenFailed:
+			var of wire.OpenFailed
+			if err := wire.Decode(t, payload, &of); err != nil {
+				return err
+			}
+			s.openFailed(c, of)
+		default:
+			_ = c.send(wire.TypeError, wire.Error{Code: wire.CodeBadRequest, Message: "unexpected " + t.String() + " frame"})
+			return fmt.Errorf("unexpected %s frame", t)
+		}
+	}
+}

@@ -1,0 +1,391 @@
+// Package relay is the gateway's core: it admits Clients and Controls that
+// prove a gateway key, keeps the registry of connected Clients, applies the
+// key-matching rules and the licence limit, brokers sessions and splices
+// their bytes, and drops Clients whose heartbeats stop.
+//
+// It knows nothing of HTTP or of storage. The HTTP layer upgrades a request
+// and hands the connection to Server.Serve; keys arrive through SetKeys and
+// facts leave through an event.Sink.
+package relay
+
+import (
+	"bufio"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/switchboard/switchboard/event"
+	"github.com/switchboard/switchboard/relay/wire"
+)
+
+// Config is the relay's configuration at start.
+type Config struct {
+	Node       string        // this gateway node's name, stamped on events
+	Salt       []byte        // the installation's key salt (see wire.Verifier)
+	MaxClients int           // licence limit; <= 0 is unlimited
+	CMPI       time.Duration // heartbeat interval told to Clients; 0 is wire.DefaultCMPI
+	Events     event.Sink
+	Logger     *slog.Logger
+
+	// HandshakeTimeout bounds the time from upgrade to a verified Hello.
+	// Ten seconds is ample on any real link and short enough that a stalled
+	// or hostile peer cannot hold a slot for long. Zero means 10 s.
+	HandshakeTimeout time.Duration
+	// OpenTimeout bounds how long a Control waits for the Client to accept a
+	// session (it dials its local service first). Zero means 15 s.
+	OpenTimeout time.Duration
+}
+
+// Server is the relay core. Its methods are safe for concurrent use.
+type Server struct {
+	node             string
+	events           event.Sink
+	log              *slog.Logger
+	handshakeTimeout time.Duration
+	openTimeout      time.Duration
+
+	keys       keyring
+	maxClients atomic.Int64
+	cmpi       atomic.Int64 // nanoseconds
+
+	mu       sync.Mutex
+	clients  map[clientKey]*client
+	sessions map[string]*session
+	pending  map[string]*pendingOpen
+	closed   bool
+
+	bytesUp, bytesDown atomic.Int64
+}
+
+type clientKey struct{ name, keyID string }
+
+// New returns a relay with no keys: it refuses every Client and Control until
+// SetKeys gives it some.
+func New(cfg Config) *Server {
+	s := &Server{
+		node:             cfg.Node,
+		events:           cfg.Events,
+		log:              cfg.Logger,
+		handshakeTimeout: cfg.HandshakeTimeout,
+		openTimeout:      cfg.OpenTimeout,
+		clients:          make(map[clientKey]*client),
+		sessions:         make(map[string]*session),
+		pending:          make(map[string]*pendingOpen),
+	}
+	s.keys.salt = cfg.Salt
+	if s.events == nil {
+		s.events = event.SinkFunc(func(event.Event) {})
+	}
+	if s.log == nil {
+		s.log = slog.New(slog.DiscardHandler)
+	}
+	if s.handshakeTimeout == 0 {
+		s.handshakeTimeout = 10 * time.Second
+	}
+	if s.openTimeout == 0 {
+		s.openTimeout = 15 * time.Second
+	}
+	s.maxClients.Store(int64(cfg.MaxClients))
+	s.SetCMPI(cfg.CMPI)
+	return s
+}
+
+func (s *Server) emit(e event.Event) {
+	if e.Node == "" {
+		e.Node = s.node
+	}
+	s.events.Emit(e)
+}
+
+// SetKeys replaces the gateway keys. Connections holding a key that is no
+// longer there are closed; everything else is untouched. It reports whether
+// anything changed.
+func (s *Server) SetKeys(keys []Key) bool {
+	removed, changed := s.keys.replace(keys)
+	if len(removed) > 0 {
+		gone := make(map[string]bool, len(removed))
+		for _, id := range removed {
+			gone[id] = true
+		}
+		s.dropKeys(gone)
+	}
+	return changed
+}
+
+// HasKeys reports whether any key admits connections.
+func (s *Server) HasKeys() bool { return !s.keys.empty() }
+
+// SetMaxClients changes the licence limit; Clients already in stay in.
+func (s *Server) SetMaxClients(n int) { s.maxClients.Store(int64(n)) }
+
+// CMPI is the current heartbeat interval.
+func (s *Server) CMPI() time.Duration { return time.Duration(s.cmpi.Load()) }
+
+// SetCMPI changes the heartbeat interval and tells every connected Client.
+func (s *Server) SetCMPI(d time.Duration) {
+	if d <= 0 {
+		d = wire.DefaultCMPI
+	}
+	if time.Duration(s.cmpi.Swap(int64(d))) == d {
+		return
+	}
+	cfg := wire.Config{CMPISeconds: int(d / time.Second)}
+	for _, c := range s.snapshotClients() {
+		// Each send has its own deadline; a goroutine per Client keeps one
+		// stuck Client from delaying the rest.
+		go c.send(wire.TypeConfig, cfg)
+	}
+}
+
+func (s *Server) snapshotClients() []*client {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]*client, 0, len(s.clients))
+	for _, c := range s.clients {
+		out = append(out, c)
+	}
+	return out
+}
+
+// deadAfter is how long a Client may stay silent before it is dropped: three
+// intervals, so two lost heartbeats are tolerated.
+func (s *Server) deadAfter() time.Duration { return 3 * s.CMPI() }
+
+// ErrClosed is returned by Serve after Close.
+var ErrClosed = errors.New("relay: server closed")
+
+// Serve runs one upgraded connection until it ends. r holds any bytes the
+// HTTP layer read past the request; publicIP is the peer's address as seen
+// by the gateway. Serve owns conn and closes it.
+func (s *Server) Serve(ctx context.Context, conn net.Conn, r *bufio.Reader, publicIP string) error {
+	h, nonce, err := s.handshake(conn, r)
+	if err != nil {
+		conn.Close()
+		return err
+	}
+	p := &peerConn{conn: conn, r: r, publicIP: publicIP, nonce: nonce, hello: h}
+	switch h.Role {
+	case wire.RoleClient:
+		return s.serveClient(ctx, p)
+	case wire.RoleBrowse:
+		return s.serveBrowse(p)
+	case wire.RoleConnect:
+		return s.serveConnect(ctx, p)
+	case wire.RoleAccept:
+		return s.serveAccept(p)
+	}
+	s.refuse(p, wire.CodeBadRequest, "unknown role "+quote(h.Role))
+	return fmt.Errorf("relay: unknown role %q from %s", h.Role, publicIP)
+}
+
+type peerConn struct {
+	conn     net.Conn
+	r        *bufio.Reader
+	publicIP string
+	nonce    []byte
+	hello    wire.Hello
+}
+
+func (s *Server) handshake(conn net.Conn, r *bufio.Reader) (wire.Hello, []byte, error) {
+	_ = conn.SetDeadline(time.Now().Add(s.handshakeTimeout))
+	nonce := make([]byte, 32)
+	_, _ = rand.Read(nonce)
+	ch := wire.Challenge{Version: 1, Nonce: nonce, Salt: s.keys.salt, Node: s.node}
+	if err := wire.WriteFrame(conn, wire.TypeChallenge, ch); err != nil {
+		return wire.Hello{}, nil, fmt.Errorf("relay: handshake: %w", err)
+	}
+	var h wire.Hello
+	if err := wire.Expect(r, wire.TypeHello, &h); err != nil {
+		_ = wire.WriteFrame(conn, wire.TypeError, wire.Error{Code: wire.CodeBadRequest, Message: "expected a hello frame"})
+		return wire.Hello{}, nil, fmt.Errorf("relay: handshake: %w", err)
+	}
+	if s.isClosed() {
+		_ = wire.WriteFrame(conn, wire.TypeError, wire.Error{Code: wire.CodeShutdown, Message: "gateway is shutting down"})
+		return wire.Hello{}, nil, ErrClosed
+	}
+	if !s.HasKeys() {
+		_ = wire.WriteFrame(conn, wire.TypeError, wire.Error{Code: wire.CodeNoKeys, Message: "no gateway key is configured on this gateway; connections are refused until an administrator adds one"})
+		return wire.Hello{}, nil, fmt.Errorf("relay: refused %s from %s: no gateway keys", h.Role, conn.RemoteAddr())
+	}
+	return h, nonce, nil
+}
+
+// refuse sends an Error frame and closes the connection.
+func (s *Server) refuse(p *peerConn, code, msg string) {
+	_ = p.conn.SetWriteDeadline(time.Now().Add(5 * time.Second))
+	_ = wire.WriteFrame(p.conn, wire.TypeError, wire.Error{Code: code, Message: msg})
+	p.conn.Close()
+}
+
+func quote(s string) string { return fmt.Sprintf("%q", s) }
+
+func newID() string {
+	b := make([]byte, 16)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// Closed reports whether Shutdown or Close was called.
+func (s *Server) Closed() bool { return s.isClosed() }
+
+func (s *Server) isClosed() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.closed
+}
+
+// serveBrowse lists the Clients that hold the Control's key.
+func (s *Server) serveBrowse(p *peerConn) error {
+	defer p.conn.Close()
+	key, ok := s.keys.check(p.nonce, p.hello)
+	if !ok {
+		s.emit(event.BrowseSecurityFailed(p.publicIP))
+		s.refuse(p, wire.CodeUnauthorized, "security check failed: the gateway key is not valid on this gateway")
+		return fmt.Errorf("relay: browse from %s: bad key", p.publicIP)
+	}
+	infos := s.ClientsForKey(key.KeyID)
+	_ = p.conn.SetWriteDeadline(time.Now().Add(30 * time.Second))
+	const page = 500
+	for i := 0; ; i += page {
+		end := min(i+page, len(infos))
+		list := wire.ClientList{Clients: infos[i:end], More: end < len(infos)}
+		if err := wire.WriteFrame(p.conn, wire.TypeClientList, list); err != nil {
+			return fmt.Errorf("relay: browse from %s: %w", p.publicIP, err)
+		}
+		if !list.More {
+			return nil
+		}
+	}
+}
+
+// ClientInfo describes a connected Client, for browse and the console.
+type ClientInfo struct {
+	wire.ClientInfo
+	KeyID    string
+	KeyLabel string
+}
+
+// Clients lists every connected Client, sorted by name.
+func (s *Server) Clients() []ClientInfo {
+	cs := s.snapshotClients()
+	out := make([]ClientInfo, 0, len(cs))
+	for _, c := range cs {
+		key, _ := s.keys.lookup(c.keyID)
+		out = append(out, ClientInfo{ClientInfo: c.info(), KeyID: c.keyID, KeyLabel: key.Label})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
+
+// ClientsForKey lists the Clients holding keyID, sorted by name.
+func (s *Server) ClientsForKey(keyID string) []wire.ClientInfo {
+	var out []wire.ClientInfo
+	for _, c := range s.snapshotClients() {
+		if c.keyID == keyID {
+			out = append(out, c.info())
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
+
+// Stats are counters for metrics and the console.
+type Stats struct {
+	Clients   int
+	Sessions  int
+	BytesUp   int64 // Control to Client
+	BytesDown int64 // Client to Control
+}
+
+// Stats reports current counts and bytes relayed since start.
+func (s *Server) Stats() Stats {
+	s.mu.Lock()
+	st := Stats{Clients: len(s.clients), Sessions: len(s.sessions)}
+	s.mu.Unlock()
+	st.BytesUp = s.bytesUp.Load()
+	st.BytesDown = s.bytesDown.Load()
+	return st
+}
+
+// dropKeys disconnects every Client and session that used a removed key.
+func (s *Server) dropKeys(gone map[string]bool) {
+	s.mu.Lock()
+	var cs []*client
+	for _, c := range s.clients {
+		if gone[c.keyID] {
+			cs = append(cs, c)
+		}
+	}
+	var ss []*session
+	for _, x := range s.sessions {
+		if gone[x.controlKeyID] || gone[x.client.keyID] {
+			ss = append(ss, x)
+		}
+	}
+	s.mu.Unlock()
+	for _, x := range ss {
+		x.terminate()
+	}
+	for _, c := range cs {
+		c.close(wire.Goodbye{Reason: "the gateway key this Client uses was removed"})
+	}
+}
+
+// Close ends every connection and refuses new ones. Sessions in progress are
+// cut: callers wanting a grace period use Shutdown first.
+func (s *Server) Close() {
+	s.mu.Lock()
+	s.closed = true
+	cs := make([]*client, 0, len(s.clients))
+	for _, c := range s.clients {
+		cs = append(cs, c)
+	}
+	ss := make([]*session, 0, len(s.sessions))
+	for _, x := range s.sessions {
+		ss = append(ss, x)
+	}
+	s.mu.Unlock()
+	for _, x := range ss {
+		x.terminate()
+	}
+	for _, c := range cs {
+		c.close(wire.Goodbye{Reason: "the gateway is stopping"})
+	}
+}
+
+// Shutdown refuses new connections and sessions, tells Clients the gateway is
+// going, and waits for sessions in progress to end until ctx is done; then
+// it closes everything.
+func (s *Server) Shutdown(ctx context.Context) {
+	s.mu.Lock()
+	s.closed = true
+	s.mu.Unlock()
+	t := time.NewTicker(50 * time.Millisecond)
+	defer t.Stop()
+	for s.Stats().Sessions > 0 {
+		select {
+		case <-ctx.Done():
+			s.Close()
+			return
+		case <-t.C:
+		}
+	}
+	s.Close()
+}
+
+// isNetClose reports errors that just mean the other side went away.
+func isNetClose(err error) bool {
+	return err == nil || errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) ||
+		strings.Contains(err.Error(), "connection reset by peer") ||
+		strings.Contains(err.Error(), "broken pipe")
+}

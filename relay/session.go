@@ -1,0 +1,313 @@
+package relay
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/switchboard/switchboard/event"
+	"github.com/switchboard/switchboard/relay/wire"
+)
+
+// session is one relayed byte stream between a Control and a Client service.
+type session struct {
+	id           string
+	control      string
+	controlKeyID string
+	controlIP    string
+	client       *client
+	service      string
+	started      time.Time
+	up, down     atomic.Int64 // bytes Control→Client and Client→Control
+
+	a, b     net.Conn // Control side, Client side
+	stopOnce sync.Once
+}
+
+// terminate cuts both sides; the splice then ends and cleans up.
+func (x *session) terminate() {
+	x.stopOnce.Do(func() {
+		x.a.Close()
+		x.b.Close()
+	})
+}
+
+// SessionInfo describes an active session, for the console.
+type SessionInfo struct {
+	ID        string
+	Control   string
+	ControlIP string
+	Client    string
+	Service   string
+	Started   time.Time
+	BytesUp   int64 // Control to Client
+	BytesDown int64 // Client to Control
+}
+
+// Sessions lists the active sessions, oldest first.
+func (s *Server) Sessions() []SessionInfo {
+	s.mu.Lock()
+	out := make([]SessionInfo, 0, len(s.sessions))
+	for _, x := range s.sessions {
+		out = append(out, SessionInfo{
+			ID: x.id, Control: x.control, ControlIP: x.controlIP, Client: x.client.name,
+			Service: x.service, Started: x.started, BytesUp: x.up.Load(), BytesDown: x.down.Load(),
+		})
+	}
+	s.mu.Unlock()
+	slices.SortFunc(out, func(a, b SessionInfo) int { return a.Started.Compare(b.Started) })
+	return out
+}
+
+// TerminateSession cuts one session; false if there is no such session.
+func (s *Server) TerminateSession(id string) bool {
+	s.mu.Lock()
+	x := s.sessions[id]
+	s.mu.Unlock()
+	if x == nil {
+		return false
+	}
+	x.terminate()
+	return true
+}
+
+// pendingOpen is a session waiting for its Client's accept connection.
+type pendingOpen struct {
+	client *client
+	accept chan *peerConn // the Client's accept connection
+	failed chan string    // the Client's reason for not accepting
+}
+
+// serveConnect brokers a session for a Control and then splices it.
+func (s *Server) serveConnect(ctx context.Context, p *peerConn) error {
+	h := p.hello
+	clientName, service, _ := strings.Cut(h.Target, "/")
+	ckey, ok := s.keys.check(p.nonce, h)
+	if !ok {
+		s.emit(event.ControlSecurityFailed(h.Name, clientName, p.publicIP))
+		s.refuse(p, wire.CodeUnauthorized, "security check failed: the gateway key is not valid on this gateway")
+		return fmt.Errorf("relay: connect from %s: bad key", p.publicIP)
+	}
+	c, mismatch := s.findClient(clientName, ckey.KeyID)
+	if c == nil {
+		if mismatch {
+			s.emit(event.KeyMismatch(h.Name, clientName, p.publicIP))
+			s.refuse(p, wire.CodeKeyMismatch, "security check failed: Client "+quote(clientName)+" does not hold this Control's gateway key")
+			return fmt.Errorf("relay: connect %q from %s: key mismatch", clientName, p.publicIP)
+		}
+		s.refuse(p, wire.CodeNotFound, "no Client named "+quote(clientName)+" is connected")
+		return fmt.Errorf("relay: connect %q from %s: no such client", clientName, p.publicIP)
+	}
+	if service == "" {
+		if len(c.services) != 1 {
+			s.refuse(p, wire.CodeBadRequest, fmt.Sprintf("Client %q offers %s: name one as CLIENT/SERVICE", c.name, serviceList(c.services)))
+			return fmt.Errorf("relay: connect %q: no service named", clientName)
+		}
+		service = c.services[0]
+	}
+	if !c.offers(service) {
+		s.refuse(p, wire.CodeNotFound, fmt.Sprintf("Client %q does not offer service %q (it offers %s)", c.name, service, serviceList(c.services)))
+		return fmt.Errorf("relay: connect %q: no service %q", clientName, service)
+	}
+
+	id := newID()
+	po := &pendingOpen{client: c, accept: make(chan *peerConn, 1), failed: make(chan string, 1)}
+	s.mu.Lock()
+	s.pending[id] = po
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		delete(s.pending, id)
+		s.mu.Unlock()
+	}()
+
+	if err := c.send(wire.TypeOpen, wire.Open{SessionID: id, Service: service, Control: h.Name}); err != nil {
+		s.refuse(p, wire.CodeUnavailable, "Client "+quote(c.name)+" did not take the session request")
+		return fmt.Errorf("relay: connect %q: %w", clientName, err)
+	}
+	timer := time.NewTimer(s.openTimeout)
+	defer timer.Stop()
+	var acc *peerConn
+	select {
+	case acc = <-po.accept:
+	case reason := <-po.failed:
+		s.refuse(p, wire.CodeUnavailable, fmt.Sprintf("Client %q could not open service %q: %s", c.name, service, reason))
+		return fmt.Errorf("relay: connect %q/%s: client failed: %s", clientName, service, reason)
+	case <-timer.C:
+		s.refuse(p, wire.CodeUnavailable, fmt.Sprintf("Client %q did not answer the session request within %s", c.name, s.openTimeout))
+		return fmt.Errorf("relay: connect %q/%s: client did not answer", clientName, service)
+	case <-ctx.Done():
+		s.refuse(p, wire.CodeShutdown, "gateway is shutting down")
+		return ctx.Err()
+	}
+
+	x := &session{
+		id: id, control: h.Name, controlKeyID: ckey.KeyID, controlIP: p.publicIP,
+		client: c, service: service, started: time.Now(), a: p.conn, b: acc.conn,
+	}
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		acc.conn.Close()
+		s.refuse(p, wire.CodeShutdown, "gateway is shutting down")
+		return ErrClosed
+	}
+	s.sessions[id] = x
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		delete(s.sessions, id)
+		s.mu.Unlock()
+	}()
+
+	ready := wire.Ready{SessionID: id}
+	for _, conn := range []net.Conn{acc.conn, p.conn} {
+		if err := wire.WriteFrame(conn, wire.TypeReady, ready); err != nil {
+			x.terminate()
+			return fmt.Errorf("relay: session %s: %w", id, err)
+		}
+		_ = conn.SetDeadline(time.Time{})
+	}
+	s.emit(event.SessionStarted(h.Name, c.name, p.publicIP))
+	stop := context.AfterFunc(ctx, x.terminate)
+	s.splice(x, readerFor(p), readerFor(acc))
+	stop()
+	x.terminate()
+	s.emit(event.SessionEnded(h.Name, c.name, p.publicIP))
+	return nil
+}
+
+// readerFor is the side's source of session bytes: the bare connection when
+// the handshake left nothing buffered (peers must not send before Ready, so
+// that is the normal case and keeps splice(2) possible).
+func readerFor(p *peerConn) io.Reader {
+	if p.r == nil || p.r.Buffered() == 0 {
+		return p.conn
+	}
+	return io.MultiReader(io.LimitReader(p.r, int64(p.r.Buffered())), p.conn)
+}
+
+func serviceList(ss []string) string {
+	if len(ss) == 0 {
+		return "no services"
+	}
+	return strings.Join(ss, ", ")
+}
+
+// findClient finds the Client named name that holds keyID. When none does
+// but a Client of that name holds another key, mismatch is true.
+func (s *Server) findClient(name, keyID string) (c *client, mismatch bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if c := s.clients[clientKey{name, keyID}]; c != nil {
+		return c, false
+	}
+	for k := range s.clients {
+		if k.name == name {
+			return nil, true
+		}
+	}
+	return nil, false
+}
+
+// serveAccept hands a Client's session connection to the waiting Control.
+func (s *Server) serveAccept(p *peerConn) error {
+	h := p.hello
+	key, ok := s.keys.check(p.nonce, h)
+	if !ok {
+		s.emit(event.ClientSecurityFailed(h.Name, "", p.publicIP))
+		s.refuse(p, wire.CodeUnauthorized, "security check failed: the gateway key is not valid on this gateway")
+		return fmt.Errorf("relay: accept from %s: bad key", p.publicIP)
+	}
+	s.mu.Lock()
+	po := s.pending[h.Target]
+	if po != nil && (po.client.name != h.Name || po.client.keyID != key.KeyID) {
+		po = nil
+	}
+	if po != nil {
+		delete(s.pending, h.Target)
+	}
+	s.mu.Unlock()
+	if po == nil {
+		s.refuse(p, wire.CodeNotFound, "no session request "+quote(h.Target)+" is waiting for this Client")
+		return fmt.Errorf("relay: accept %q from %s: no such session", h.Target, p.publicIP)
+	}
+	po.accept <- p
+	return nil
+}
+
+// openFailed passes a Client's refusal to the waiting Control.
+func (s *Server) openFailed(c *client, of wire.OpenFailed) {
+	s.mu.Lock()
+	po := s.pending[of.SessionID]
+	s.mu.Unlock()
+	if po == nil || po.client != c {
+		return
+	}
+	select {
+	case po.failed <- of.Message:
+	default:
+	}
+}
+
+// splice copies both ways until both directions end. A direction that ends
+// cleanly (EOF) half-closes its destination, so the other side sees EOF and
+// can still answer; an error on either side tears the whole session down.
+func (s *Server) splice(x *session, fromControl, fromClient io.Reader) {
+	done := make(chan error, 1)
+	go func() {
+		done <- s.copyHalf(x.b, fromControl, &x.up, &s.bytesUp)
+	}()
+	err1 := s.copyHalf(x.a, fromClient, &x.down, &s.bytesDown)
+	if err1 != nil {
+		x.terminate()
+	}
+	if err2 := <-done; err2 != nil {
+		x.terminate()
+	}
+}
+
+type closeWriter interface{ CloseWrite() error }
+
+// copyBufSize is the buffer of one direction of a session while it copies.
+const copyBufSize = 32 << 10
+
+var copyBufs = sync.Pool{New: func() any { b := make([]byte, copyBufSize); return &b }}
+
+// copyHalf copies src to dst, counting every write so the console's byte
+// counts are live even for a trickle of interactive bytes. The buffer is
+// pooled, so an idle session holds none while it waits in Read... except the
+// one it waits with; see docs/benchmarks.md for what this costs against
+// splice(2).
+func (s *Server) copyHalf(dst net.Conn, src io.Reader, n, total *atomic.Int64) error {
+	bp := copyBufs.Get().(*[]byte)
+	defer copyBufs.Put(bp)
+	buf := *bp
+	for {
+		nr, rerr := src.Read(buf)
+		if nr > 0 {
+			nw, werr := dst.Write(buf[:nr])
+			n.Add(int64(nw))
+			total.Add(int64(nw))
+			if werr != nil {
+				return werr
+			}
+		}
+		if errors.Is(rerr, io.EOF) {
+			if cw, ok := dst.(closeWriter); ok {
+				_ = cw.CloseWrite()
+			}
+			return nil
+		}
+		if rerr != nil {
+			return rerr
+		}
+	}
+}
