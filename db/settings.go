@@ -1,0 +1,55 @@
+package db
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// Setting returns the value of the named setting, or ErrNotFound.
+func (db *DB) Setting(ctx context.Context, name string) (string, error) {
+	var value string
+	err := db.pool.QueryRow(ctx, "SELECT value FROM settings WHERE name = $1", name).Scan(&value)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return "", fmt.Errorf("db: setting %s: %w", name, ErrNotFound)
+	}
+	if err != nil {
+		return "", fmt.Errorf("db: setting %s: %w", name, err)
+	}
+	return value, nil
+}
+
+// SetSetting stores value under name, replacing any previous value.
+func (db *DB) SetSetting(ctx context.Context, name, value string) error {
+	_, err := db.pool.Exec(ctx, `
+		INSERT INTO settings (name, value) VALUES ($1, $2)
+		ON CONFLICT (name) DO UPDATE SET value = excluded.value, updated_at = now()`,
+		name, value)
+	if err != nil {
+		return fmt.Errorf("db: set setting %s: %w", name, err)
+	}
+	return nil
+}
+
+// SettingOrCreate returns the named setting, storing create's value first if
+// there is none. When several nodes race, the first insert wins and all of
+// them return its value, which is what a per-installation salt needs. create
+// runs only when the setting looks absent, and its value may be discarded.
+func (db *DB) SettingOrCreate(ctx context.Context, name string, create func() (string, error)) (string, error) {
+	value, err := db.Setting(ctx, name)
+	if !errors.Is(err, ErrNotFound) {
+		return value, err
+	}
+	value, err = create()
+	if err != nil {
+		return "", fmt.Errorf("db: create setting %s: %w", name, err)
+	}
+	if _, err := db.pool.Exec(ctx,
+		"INSERT INTO settings (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING",
+		name, value); err != nil {
+		return "", fmt.Errorf("db: create setting %s: %w", name, err)
+	}
+	return db.Setting(ctx, name)
+}
