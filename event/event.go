@@ -38,7 +38,18 @@ type Event struct {
 	RealIP   string
 	PublicIP string
 	Node     string
+	// Check names the failed security check (CheckClient, ...) for metrics;
+	// it is not stored, the message says the same to people.
+	Check string
 }
+
+// Security checks, as counted in metrics.
+const (
+	CheckClient      = "client"
+	CheckBrowse      = "browse"
+	CheckControl     = "control"
+	CheckKeyMismatch = "key_mismatch"
+)
 
 // LogTimeLayout is the date and time of a GW log line: "29-Jun-22, 16:11:20".
 const LogTimeLayout = "02-Jan-06, 15:04:05"
@@ -143,6 +154,7 @@ func LicenceExceeded(client, realIP, publicIP string) Event {
 func ClientSecurityFailed(client, realIP, publicIP string) Event {
 	e := newEvent(KindSecurity, fmt.Sprintf("Security check failed for Client %s (%s). Terminating connection from %s", client, realIP, publicIP))
 	e.Client, e.RealIP, e.PublicIP = client, realIP, publicIP
+	e.Check = CheckClient
 	return e
 }
 
@@ -150,6 +162,7 @@ func ClientSecurityFailed(client, realIP, publicIP string) Event {
 func BrowseSecurityFailed(publicIP string) Event {
 	e := newEvent(KindSecurity, fmt.Sprintf("Security check failed for Control browse. Terminating connection from %s", publicIP))
 	e.PublicIP = publicIP
+	e.Check = CheckBrowse
 	return e
 }
 
@@ -157,6 +170,7 @@ func BrowseSecurityFailed(publicIP string) Event {
 func ControlSecurityFailed(control, client, publicIP string) Event {
 	e := newEvent(KindSecurity, fmt.Sprintf("Security check failed for Control %s. Rejecting connection request to Client %s from %s", control, client, publicIP))
 	e.Control, e.Client, e.PublicIP = control, client, publicIP
+	e.Check = CheckControl
 	return e
 }
 
@@ -164,6 +178,7 @@ func ControlSecurityFailed(control, client, publicIP string) Event {
 func KeyMismatch(control, client, publicIP string) Event {
 	e := newEvent(KindSecurity, fmt.Sprintf("Client/Control security check failed for Control %s. Rejecting connection request to Client %s from %s", control, client, publicIP))
 	e.Control, e.Client, e.PublicIP = control, client, publicIP
+	e.Check = CheckKeyMismatch
 	return e
 }
 

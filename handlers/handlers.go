@@ -1,0 +1,116 @@
+// Package handlers is the gateway's HTTP surface: the relay endpoint, which
+// upgrades a request and hands the connection to the relay core, and the
+// health endpoints. It holds no business rules of its own.
+package handlers
+
+import (
+	"bufio"
+	"context"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+
+	"github.com/go-chi/chi/v5"
+	"github.com/go-chi/chi/v5/middleware"
+
+	"github.com/switchboard/switchboard/relay/wire"
+)
+
+// Relay is the part of the relay core the HTTP layer needs.
+type Relay interface {
+	Serve(ctx context.Context, conn net.Conn, r *bufio.Reader, publicIP string) error
+}
+
+// Handlers serves the gateway's HTTP endpoints. Build it once in main.
+type Handlers struct {
+	Relay  Relay
+	Logger *slog.Logger
+	// Ready reports whether the gateway can do its job (listening, and its
+	// events have somewhere safe to go); nil means always ready.
+	Ready func(context.Context) error
+	// Metrics serves /metrics; nil leaves the route out.
+	Metrics http.Handler
+}
+
+// Routes declares every route of the gateway.
+func (h *Handlers) Routes() http.Handler {
+	r := chi.NewRouter()
+	r.Use(middleware.Recoverer)
+	r.Get(wire.Path, h.relayUpgrade)
+	r.Get("/healthz", h.healthz)
+	r.Get("/readyz", h.readyz)
+	if h.Metrics != nil {
+		r.Method(http.MethodGet, "/metrics", h.Metrics)
+	}
+	return r
+}
+
+// relayUpgrade switches the connection to the relay protocol and serves it
+// until it ends. The handler's goroutine becomes the connection's reader, so
+// an idle Client costs exactly one goroutine.
+func (h *Handlers) relayUpgrade(w http.ResponseWriter, r *http.Request) {
+	if !headerHas(r.Header, "Connection", "upgrade") || !strings.EqualFold(r.Header.Get("Upgrade"), wire.Protocol) {
+		w.Header().Set("Upgrade", wire.Protocol)
+		http.Error(w, "this endpoint speaks "+wire.Protocol+": use the switchboard client or control", http.StatusUpgradeRequired)
+		return
+	}
+	hj, ok := w.(http.Hijacker)
+	if !ok {
+		http.Error(w, "connection cannot be upgraded", http.StatusInternalServerError)
+		return
+	}
+	conn, brw, err := hj.Hijack()
+	if err != nil {
+		h.Logger.Error("relay upgrade: hijack", "err", err)
+		return
+	}
+	_, err = brw.WriteString("HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: " + wire.Protocol + "\r\n\r\n")
+	if err == nil {
+		err = brw.Flush()
+	}
+	if err != nil {
+		conn.Close()
+		return
+	}
+	if err := h.Relay.Serve(r.Context(), conn, brw.Reader, remoteIP(r)); err != nil {
+		h.Logger.Debug("relay connection ended", "remote", r.RemoteAddr, "err", err)
+	}
+}
+
+func headerHas(hdr http.Header, name, token string) bool {
+	for _, v := range hdr.Values(name) {
+		for _, t := range strings.Split(v, ",") {
+			if strings.EqualFold(strings.TrimSpace(t), token) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// remoteIP is the peer's public address as this gateway sees it.
+func remoteIP(r *http.Request) string {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return r.RemoteAddr
+	}
+	return host
+}
+
+func (h *Handlers) healthz(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	_, _ = w.Write([]byte("ok\n"))
+}
+
+func (h *Handlers) readyz(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	if h.Ready != nil {
+		if err := h.Ready(r.Context()); err != nil {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			_, _ = w.Write([]byte("not ready: " + err.Error() + "\n"))
+			return
+		}
+	}
+	_, _ = w.Write([]byte("ready\n"))
+}
