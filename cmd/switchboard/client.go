@@ -1,0 +1,177 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"strings"
+
+	"github.com/switchboard/switchboard/agent"
+	"github.com/switchboard/switchboard/relay/peer"
+	"github.com/switchboard/switchboard/relay/wire"
+)
+
+// gatewayFlags are the flags every command that dials a gateway takes.
+type gatewayFlags struct {
+	gateway string
+	key     string
+	ca      string
+}
+
+func (g *gatewayFlags) add(fs *flagSet) {
+	fs.StringVar(&g.gateway, "gateway", "", "gateway address: https://host:port, http://host:port, or host:port (https)")
+	fs.StringVar(&g.key, "key", "", "gateway key (at least 8 characters)")
+	fs.StringVar(&g.ca, "ca", "", "PEM file of certificate authorities to trust for the gateway instead of the system's")
+}
+
+func (g *gatewayFlags) dialer(userAgent string) (peer.Dialer, error) {
+	if g.gateway == "" {
+		return peer.Dialer{}, fmt.Errorf("--gateway is required")
+	}
+	if len(g.key) < wire.MinKeyLength {
+		return peer.Dialer{}, fmt.Errorf("--key is required and must be at least %d characters", wire.MinKeyLength)
+	}
+	gw, err := peer.ParseGateway(g.gateway)
+	if err != nil {
+		return peer.Dialer{}, err
+	}
+	d := peer.Dialer{Gateway: gw, UserAgent: userAgent}
+	if g.ca != "" {
+		pem, err := os.ReadFile(g.ca)
+		if err != nil {
+			return peer.Dialer{}, fmt.Errorf("--ca: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return peer.Dialer{}, fmt.Errorf("--ca %s: no PEM certificates found", g.ca)
+		}
+		d.TLS = &tls.Config{RootCAs: pool}
+	}
+	return d, nil
+}
+
+func (e *cmdEnv) client(ctx context.Context, args []string) error {
+	fs := newFlagSet("client", `Usage: switchboard client --gateway URL --key KEY [--name NAME] [--service NAME=HOST:PORT]... [--config FILE]
+
+Runs the Client agent: keeps an outbound connection to the gateway and lets
+Controls holding the same key reach the services named here, and only those.
+The settings can also live in a config file (--config) of "name = value"
+lines using the flag names, e.g.
+
+    gateway = https://gw.example.com:443
+    key = a-long-gateway-key
+    service = ssh=127.0.0.1:22
+    service = vnc=127.0.0.1:5900
+
+Flags and environment variables override the file. Without --name the
+machine's host name is used, so one file serves many machines.`, e.stderr)
+	var gf gatewayFlags
+	gf.add(fs)
+	var services listFlag
+	name := fs.String("name", "", "this Client's name (default: the host name)")
+	fs.Var(&services, "service", "a local service to offer, NAME=HOST:PORT (repeatable)")
+	config := fs.String("config", "", "config file of name = value lines")
+	logJSON := fs.Bool("log-json", false, "log as JSON instead of text")
+	pos, err := fs.parse(args)
+	if err != nil {
+		return err
+	}
+	if len(pos) > 0 {
+		return fmt.Errorf("client takes no arguments (got %q)", pos)
+	}
+	if *config != "" {
+		if err := applyConfigFile(fs, *config); err != nil {
+			return err
+		}
+	}
+	d, err := gf.dialer("switchboard-client/" + version)
+	if err != nil {
+		return err
+	}
+	svc, err := parseServices(services)
+	if err != nil {
+		return err
+	}
+	if *name == "" {
+		if *name, err = os.Hostname(); err != nil {
+			return fmt.Errorf("no --name and no host name: %w", err)
+		}
+	}
+	a, err := agent.New(agent.Config{
+		Dialer: d, Key: gf.key, Name: *name, Services: svc, Version: version,
+		Logger: newLogger(e.stderr, *logJSON),
+	})
+	if err != nil {
+		return err
+	}
+	return a.Run(ctx)
+}
+
+func parseServices(list []string) (map[string]string, error) {
+	out := make(map[string]string, len(list))
+	for _, s := range list {
+		name, addr, ok := strings.Cut(s, "=")
+		if !ok || name == "" || addr == "" {
+			return nil, fmt.Errorf("--service %q: want NAME=HOST:PORT, e.g. ssh=127.0.0.1:22", s)
+		}
+		if _, dup := out[name]; dup {
+			return nil, fmt.Errorf("--service %s given twice", name)
+		}
+		out[name] = addr
+	}
+	return out, nil
+}
+
+// applyConfigFile sets every flag the file names that was not set on the
+// command line or in the environment.
+func applyConfigFile(fs *flagSet, path string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return fmt.Errorf("--config: %w", err)
+	}
+	defer f.Close()
+	explicit := map[string]bool{}
+	fs.VisitAll(func(fl *flag.Flag) {
+		if fs.isSet(fl.Name) {
+			explicit[fl.Name] = true
+		}
+	})
+	sc := bufio.NewScanner(f)
+	for n := 1; sc.Scan(); n++ {
+		line := strings.TrimSpace(sc.Text())
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		k, v, ok := strings.Cut(line, "=")
+		if !ok {
+			return fmt.Errorf("%s:%d: want name = value", path, n)
+		}
+		k, v = strings.TrimSpace(k), strings.TrimSpace(v)
+		fl := fs.Lookup(k)
+		if fl == nil || k == "config" {
+			return fmt.Errorf("%s:%d: unknown setting %q", path, n, k)
+		}
+		if explicit[k] {
+			continue
+		}
+		if err := fl.Value.Set(v); err != nil {
+			return fmt.Errorf("%s:%d: %s: %w", path, n, k, err)
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return fmt.Errorf("--config: %w", err)
+	}
+	return nil
+}
+
+func newLogger(w interface{ Write([]byte) (int, error) }, asJSON bool) *slog.Logger {
+	if asJSON {
+		return slog.New(slog.NewJSONHandler(w, nil))
+	}
+	return slog.New(slog.NewTextHandler(w, nil))
+}
