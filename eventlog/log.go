@@ -238,7 +238,7 @@ func (l *Log) runStore(ctx context.Context) {
 				continue
 			}
 		}
-		ictx, cancel := context.WithTimeout(context.WithoutCancel(ctx), insertTimeout)
+		ictx, cancel := context.WithTimeout(ctx, insertTimeout)
 		err := l.cfg.Store.InsertEvents(ictx, batch)
 		cancel()
 		if err == nil {
