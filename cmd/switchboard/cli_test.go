@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -57,7 +56,9 @@ func writeSelfSigned(t testing.TB, dir string) (certFile, keyFile string) {
 // runCLI runs a command in-process until ctx ends or it returns.
 func runCLI(ctx context.Context, t testing.TB, stdin io.Reader, args ...string) (string, error) {
 	t.Helper()
-	var out, errOut bytes.Buffer
+	// The command's logger and its messages share stderr, as they share
+	// os.Stderr in production, so the buffers must take concurrent writes.
+	var out, errOut syncBuffer
 	err := run(ctx, args, stdin, &out, &errOut)
 	if err != nil {
 		t.Logf("switchboard %s: %v\n%s", strings.Join(args, " "), err, errOut.String())
