@@ -1,3 +1,5 @@
+//go:build unix
+
 // Package pgembed runs a private PostgreSQL server for `switchboard serve`
 // and the other subcommands when no --database-url is given, so that a
 // single-machine installation needs nothing but an installed PostgreSQL.

@@ -55,8 +55,9 @@ func (g *gatewayFlags) dialer(userAgent string) (peer.Dialer, error) {
 	return d, nil
 }
 
-func (e *cmdEnv) client(ctx context.Context, args []string) error {
-	fs := newFlagSet("client", `Usage: switchboard client --gateway URL --key KEY [--name NAME] [--service NAME=HOST:PORT]... [--config FILE]
+const clientUsage = `Usage: switchboard client --gateway URL --key KEY [--name NAME] [--service NAME=HOST:PORT]... [--config FILE]
+       switchboard client install [the same flags] [--config-path FILE]
+       switchboard client uninstall | status
 
 Runs the Client agent: keeps an outbound connection to the gateway and lets
 Controls holding the same key reach the services named here, and only those.
@@ -69,14 +70,57 @@ lines using the flag names, e.g.
     service = vnc=127.0.0.1:5900
 
 Flags and environment variables override the file. Without --name the
-machine's host name is used, so one file serves many machines.`, e.stderr)
-	var gf gatewayFlags
-	gf.add(fs)
-	var services listFlag
-	name := fs.String("name", "", "this Client's name (default: the host name)")
-	fs.Var(&services, "service", "a local service to offer, NAME=HOST:PORT (repeatable)")
-	config := fs.String("config", "", "config file of name = value lines")
-	logJSON := fs.Bool("log-json", false, "log as JSON instead of text")
+machine's host name is used, so one file serves many machines.
+
+install writes the settings to a config file readable only by its owner and
+installs the agent as a system service (systemd on Linux, launchd on macOS,
+a Windows service on Windows) that starts at boot.`
+
+// clientFlags are the settings of a Client, shared by client and install.
+type clientFlags struct {
+	gf       gatewayFlags
+	services listFlag
+	name     string
+	config   string
+	logJSON  bool
+}
+
+func (c *clientFlags) add(fs *flagSet) {
+	c.gf.add(fs)
+	fs.StringVar(&c.name, "name", "", "this Client's name (default: the host name)")
+	fs.Var(&c.services, "service", "a local service to offer, NAME=HOST:PORT (repeatable)")
+	fs.StringVar(&c.config, "config", "", "config file of name = value lines")
+	fs.BoolVar(&c.logJSON, "log-json", false, "log as JSON instead of text")
+}
+
+// resolve applies the config file and checks the settings.
+func (c *clientFlags) resolve(fs *flagSet) (peer.Dialer, map[string]string, error) {
+	if c.config != "" {
+		if err := applyConfigFile(fs, c.config); err != nil {
+			return peer.Dialer{}, nil, err
+		}
+	}
+	d, err := c.gf.dialer("switchboard-client/" + version)
+	if err != nil {
+		return peer.Dialer{}, nil, err
+	}
+	svc, err := parseServices(c.services)
+	if err != nil {
+		return peer.Dialer{}, nil, err
+	}
+	return d, svc, nil
+}
+
+func (e *cmdEnv) client(ctx context.Context, args []string) error {
+	if len(args) > 0 {
+		switch args[0] {
+		case "install", "uninstall", "status":
+			return e.clientService(ctx, args[0], args[1:])
+		}
+	}
+	fs := newFlagSet("client", clientUsage, e.stderr)
+	var cf clientFlags
+	cf.add(fs)
 	pos, err := fs.parse(args)
 	if err != nil {
 		return err
@@ -84,32 +128,23 @@ machine's host name is used, so one file serves many machines.`, e.stderr)
 	if len(pos) > 0 {
 		return fmt.Errorf("client takes no arguments (got %q)", pos)
 	}
-	if *config != "" {
-		if err := applyConfigFile(fs, *config); err != nil {
-			return err
-		}
-	}
-	d, err := gf.dialer("switchboard-client/" + version)
+	d, svc, err := cf.resolve(fs)
 	if err != nil {
 		return err
 	}
-	svc, err := parseServices(services)
-	if err != nil {
-		return err
-	}
-	if *name == "" {
-		if *name, err = os.Hostname(); err != nil {
+	if cf.name == "" {
+		if cf.name, err = os.Hostname(); err != nil {
 			return fmt.Errorf("no --name and no host name: %w", err)
 		}
 	}
 	a, err := agent.New(agent.Config{
-		Dialer: d, Key: gf.key, Name: *name, Services: svc, Version: version,
-		Logger: newLogger(e.stderr, *logJSON),
+		Dialer: d, Key: cf.gf.key, Name: cf.name, Services: svc, Version: version,
+		Logger: newLogger(e.stderr, cf.logJSON),
 	})
 	if err != nil {
 		return err
 	}
-	return a.Run(ctx)
+	return runAsService(ctx, a.Run)
 }
 
 func parseServices(list []string) (map[string]string, error) {
