@@ -173,6 +173,10 @@ func (a *Agent) runOnce(ctx context.Context) (registered bool, err error) {
 	a.log.Info("connected to gateway", "gateway", a.cfg.Dialer.Gateway.String(), "name", a.cfg.Name, "cmpi_seconds", w.CMPISeconds)
 
 	ch := &channel{conn: conn}
+	// Sessions have connections of their own and outlive this channel: a
+	// gateway that stops or a Client that moves to another gateway must not
+	// break the sessions in progress.
+	sessCtx := ctx
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	stop := context.AfterFunc(ctx, func() { conn.Close() })
@@ -208,7 +212,7 @@ func (a *Agent) runOnce(ctx context.Context) (registered bool, err error) {
 			a.sessions.Add(1)
 			go func() {
 				defer a.sessions.Done()
-				a.session(ctx, ch, o)
+				a.session(sessCtx, ch, o)
 			}()
 		case wire.TypeConfig:
 			var c wire.Config

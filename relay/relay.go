@@ -369,7 +369,16 @@ func (s *Server) Close() {
 func (s *Server) Shutdown(ctx context.Context) {
 	s.mu.Lock()
 	s.closed = true
+	cs := make([]*client, 0, len(s.clients))
+	for _, c := range s.clients {
+		cs = append(cs, c)
+	}
 	s.mu.Unlock()
+	// Clients hear it first, so they can reconnect elsewhere at once; their
+	// sessions run on connections of their own and may finish.
+	for _, c := range cs {
+		c.close(wire.Goodbye{Reason: "the gateway is stopping"})
+	}
 	t := time.NewTicker(50 * time.Millisecond)
 	defer t.Stop()
 	for s.Stats().Sessions > 0 {

@@ -585,3 +585,43 @@ func TestBindFailure(t *testing.T) {
 		t.Fatalf("events %q, want %q", msgs, want)
 	}
 }
+
+// TestShutdownLetsSessionsFinish stops a gateway with a session in
+// progress: the Client is told at once, the session keeps working within
+// the grace period, and the gateway stops as soon as it ends.
+func TestShutdownLetsSessionsFinish(t *testing.T) {
+	cfg := baseConfig(t)
+	cfg.gatewayKeys = []string{testKey}
+	cfg.grace = 20 * time.Second
+	g := mustStartGatewayConfig(t, cfg)
+	a := g.startAgent(t, testKey, "pc-grace", map[string]string{"echo": echoServer(t)})
+	g.waitConnected(t, a)
+	conn, err := g.control(testKey, "op").Connect(context.Background(), "pc-grace/echo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+
+	stopped := make(chan struct{})
+	go func() { g.stop(); close(stopped) }()
+	waitFor(t, "the Client to be told", 5*time.Second, func() bool { return !a.Connected() })
+	mustEcho(t, conn, []byte("still relaying during the grace period"))
+	if _, err := g.control(testKey, "op").Connect(context.Background(), "pc-grace/echo"); err == nil {
+		t.Fatal("a new session was accepted while stopping")
+	}
+	select {
+	case <-stopped:
+		t.Fatal("gateway stopped while a session was in progress")
+	default:
+	}
+	begin := time.Now()
+	conn.Close()
+	select {
+	case <-stopped:
+	case <-time.After(10 * time.Second):
+		t.Fatal("gateway did not stop after the last session ended")
+	}
+	if d := time.Since(begin); d > 5*time.Second {
+		t.Errorf("stop took %s after the last session", d)
+	}
+}
