@@ -15,11 +15,9 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"sort"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -65,6 +63,7 @@ type Server struct {
 	closed   bool
 
 	bytesUp, bytesDown atomic.Int64
+	serving            sync.WaitGroup // Serve calls in progress
 }
 
 type clientKey struct{ name, keyID string }
@@ -168,6 +167,8 @@ var ErrClosed = errors.New("relay: server closed")
 // HTTP layer read past the request; publicIP is the peer's address as seen
 // by the gateway. Serve owns conn and closes it.
 func (s *Server) Serve(ctx context.Context, conn net.Conn, r *bufio.Reader, publicIP string) error {
+	s.serving.Add(1)
+	defer s.serving.Done()
 	h, nonce, err := s.handshake(conn, r)
 	if err != nil {
 		conn.Close()
@@ -392,9 +393,15 @@ func (s *Server) Shutdown(ctx context.Context) {
 	s.Close()
 }
 
-// isNetClose reports errors that just mean the other side went away.
-func isNetClose(err error) bool {
-	return err == nil || errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) ||
-		strings.Contains(err.Error(), "connection reset by peer") ||
-		strings.Contains(err.Error(), "broken pipe")
+// Wait waits until every Serve call has returned, so that their events
+// (Client disconnected, ...) are emitted before the caller's stop event.
+func (s *Server) Wait(ctx context.Context) error {
+	done := make(chan struct{})
+	go func() { s.serving.Wait(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("relay: connections still closing: %w", ctx.Err())
+	}
 }

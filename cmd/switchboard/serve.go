@@ -352,6 +352,11 @@ func (g *gateway) shutdown() {
 		for _, srv := range g.servers {
 			srv.Close()
 		}
+		waitCtx, cancelWait := context.WithTimeout(context.Background(), 5*time.Second)
+		if err := g.relay.Wait(waitCtx); err != nil {
+			g.log.Warn("stopping", "err", err)
+		}
+		cancelWait()
 		if len(g.servers) > 0 {
 			g.events.Emit(event.GatewayStopped())
 		}
