@@ -110,3 +110,7 @@ func isUniqueViolation(err error) bool {
 	var pgErr *pgconn.PgError
 	return errors.As(err, &pgErr) && pgErr.Code == "23505"
 }
+
+// Pool is the connection pool, for libraries that take one (the console's
+// session store).
+func (db *DB) Pool() *pgxpool.Pool { return db.pool }

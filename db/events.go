@@ -52,6 +52,7 @@ type EventFilter struct {
 	Since    time.Time // time >= Since
 	Until    time.Time // time < Until
 	BeforeID int64     // id < BeforeID: the next page after one ending at BeforeID
+	AfterID  int64     // id > AfterID: what is new since a page was shown
 	Limit    int       // Events only: DefaultEventLimit if <= 0, at most MaxEventLimit
 }
 
@@ -81,6 +82,9 @@ func (f EventFilter) where() (string, []any) {
 	}
 	if f.BeforeID > 0 {
 		add("id < ?", f.BeforeID)
+	}
+	if f.AfterID > 0 {
+		add("id > ?", f.AfterID)
 	}
 	if len(conds) == 0 {
 		return "", nil

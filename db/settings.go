@@ -53,3 +53,43 @@ func (db *DB) SettingOrCreate(ctx context.Context, name string, create func() (s
 	}
 	return db.Setting(ctx, name)
 }
+
+// Settings returns the stored values of the named settings; absent names
+// are absent from the map.
+func (db *DB) Settings(ctx context.Context, names []string) (map[string]string, error) {
+	rows, err := db.pool.Query(ctx, "SELECT name, value FROM settings WHERE name = ANY($1)", names)
+	if err != nil {
+		return nil, fmt.Errorf("db: settings: %w", err)
+	}
+	defer rows.Close()
+	out := make(map[string]string, len(names))
+	for rows.Next() {
+		var n, v string
+		if err := rows.Scan(&n, &v); err != nil {
+			return nil, fmt.Errorf("db: settings: %w", err)
+		}
+		out[n] = v
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("db: settings: %w", err)
+	}
+	return out, nil
+}
+
+// SetSettings stores several settings in one transaction, so a reader
+// never sees half of a change.
+func (db *DB) SetSettings(ctx context.Context, values map[string]string) error {
+	err := pgx.BeginFunc(ctx, db.pool, func(tx pgx.Tx) error {
+		for n, v := range values {
+			if _, err := tx.Exec(ctx, `INSERT INTO settings (name, value) VALUES ($1, $2)
+				ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value, updated_at = now()`, n, v); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("db: set settings: %w", err)
+	}
+	return nil
+}

@@ -31,6 +31,10 @@ type Handlers struct {
 	Ready func(context.Context) error
 	// Metrics serves /metrics; nil leaves the route out.
 	Metrics http.Handler
+	// Console is the admin console; nil leaves it out.
+	Console *Console
+	// Static serves the console's embedded assets.
+	Static http.Handler
 }
 
 // Routes declares every route of the gateway.
@@ -42,6 +46,11 @@ func (h *Handlers) Routes() http.Handler {
 	r.Get("/readyz", h.readyz)
 	if h.Metrics != nil {
 		r.Method(http.MethodGet, "/metrics", h.Metrics)
+	}
+	if h.Console != nil {
+		r.Mount("/console", h.Console.routes())
+		r.Handle("/static/*", h.Static)
+		r.Get("/", http.RedirectHandler("/console/clients", http.StatusSeeOther).ServeHTTP)
 	}
 	return r
 }

@@ -142,6 +142,7 @@ func (s *Server) serveClient(ctx context.Context, p *peerConn) error {
 	}
 	s.clients[k] = c
 	s.mu.Unlock()
+	s.version.Add(1)
 	if old != nil {
 		old.replaced.Store(true)
 		old.close(wire.Goodbye{Reason: "replaced by a new connection of the same Client"})
@@ -178,6 +179,7 @@ func (s *Server) unregister(k clientKey, c *client) {
 		delete(s.clients, k)
 	}
 	s.mu.Unlock()
+	s.version.Add(1)
 }
 
 // clientLoop reads the control channel until it ends. Heartbeats are answered

@@ -64,7 +64,12 @@ type Server struct {
 
 	bytesUp, bytesDown atomic.Int64
 	serving            sync.WaitGroup // Serve calls in progress
+	version            atomic.Uint64  // bumped when Clients or sessions come or go
 }
+
+// Version changes whenever a Client or a session comes or goes, so live
+// views can tell cheaply whether to render again.
+func (s *Server) Version() uint64 { return s.version.Load() }
 
 type clientKey struct{ name, keyID string }
 
@@ -339,6 +344,27 @@ func (s *Server) dropKeys(gone map[string]bool) {
 	}
 	for _, c := range cs {
 		c.close(wire.Goodbye{Reason: "the gateway key this Client uses was removed"})
+	}
+}
+
+// DropAll ends every connection and session but keeps accepting new ones:
+// what a change of listening addresses needs.
+func (s *Server) DropAll() {
+	s.mu.Lock()
+	cs := make([]*client, 0, len(s.clients))
+	for _, c := range s.clients {
+		cs = append(cs, c)
+	}
+	ss := make([]*session, 0, len(s.sessions))
+	for _, x := range s.sessions {
+		ss = append(ss, x)
+	}
+	s.mu.Unlock()
+	for _, x := range ss {
+		x.terminate()
+	}
+	for _, c := range cs {
+		c.close(wire.Goodbye{Reason: "the gateway's listening addresses changed"})
 	}
 }
 

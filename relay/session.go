@@ -161,10 +161,12 @@ func (s *Server) serveConnect(ctx context.Context, p *peerConn) error {
 	}
 	s.sessions[id] = x
 	s.mu.Unlock()
+	s.version.Add(1)
 	defer func() {
 		s.mu.Lock()
 		delete(s.sessions, id)
 		s.mu.Unlock()
+		s.version.Add(1)
 	}()
 
 	ready := wire.Ready{SessionID: id}

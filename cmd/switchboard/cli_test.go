@@ -75,7 +75,7 @@ func TestTLSWithConfigFileAndForward(t *testing.T) {
 	cfg.gatewayKeys = []string{testKey}
 	cfg.tlsCert, cfg.tlsKey = cert, key
 	g := mustStartGatewayConfig(t, cfg)
-	gwURL := "https://" + g.addrs[0].String()
+	gwURL := "https://" + g.listenAddrs()[0].String()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 

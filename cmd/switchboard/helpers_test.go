@@ -79,7 +79,7 @@ func mustStartGatewayConfig(t testing.TB, cfg serveConfig) *testGateway {
 		cancel()
 		t.Fatalf("start gateway: %v", err)
 	}
-	tg := &testGateway{gateway: g, t: t, cancel: cancel, done: make(chan error, 1), url: "http://" + g.addrs[0].String()}
+	tg := &testGateway{gateway: g, t: t, cancel: cancel, done: make(chan error, 1), url: "http://" + g.listenAddrs()[0].String()}
 	go func() { tg.done <- g.wait(ctx) }()
 	t.Cleanup(tg.stop)
 	return tg
@@ -169,7 +169,7 @@ func (g *testGateway) events(t testing.TB, f db.EventFilter) []event.Event {
 	if f.Limit == 0 {
 		f.Limit = 1000
 	}
-	evs, err := g.storeDB().Events(ctx, f)
+	evs, err := g.db().Events(ctx, f)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -248,7 +248,7 @@ func TestClientReconnectsAfterGatewayRestart(t *testing.T) {
 	g.stop()
 	waitFor(t, "the Client to notice", 10*time.Second, func() bool { return !a.Connected() })
 
-	cfg.listen = []string{g.addrs[0].String()}
+	cfg.listen = []string{g.listenAddrs()[0].String()}
 	cfg.gatewayKeys = nil // the key is in the database now
 	g2 := mustStartGatewayConfig(t, cfg)
 	waitFor(t, "the Client to come back", 15*time.Second, a.Connected)
@@ -319,7 +319,7 @@ func TestLicenceLimit(t *testing.T) {
 // the exact texts, in order, in PostgreSQL and in GW001.log.
 func TestEventTextsInTableAndLogFile(t *testing.T) {
 	g := mustStartGateway(t, withMaxClients(5))
-	port := g.addrs[0].(*net.TCPAddr).Port
+	port := g.listenAddrs()[0].(*net.TCPAddr).Port
 	a := g.startAgent(t, testKey, "pc-ev", map[string]string{"echo": echoServer(t)})
 	g.waitConnected(t, a)
 	conn, err := g.control(testKey, "op-ev").Connect(context.Background(), "pc-ev/echo")

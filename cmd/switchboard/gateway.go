@@ -1,0 +1,501 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/alexedwards/scs/pgxstore"
+	"github.com/alexedwards/scs/v2"
+
+	"github.com/switchboard/switchboard/config"
+	"github.com/switchboard/switchboard/db"
+	"github.com/switchboard/switchboard/event"
+	"github.com/switchboard/switchboard/eventlog"
+	"github.com/switchboard/switchboard/handlers"
+	"github.com/switchboard/switchboard/metrics"
+	"github.com/switchboard/switchboard/relay"
+	"github.com/switchboard/switchboard/static"
+)
+
+// gateway is a running `serve`.
+type gateway struct {
+	cfg    serveConfig
+	log    *slog.Logger
+	relay  *relay.Server
+	events *eventlog.Log
+	store  *lateStore
+	routes http.Handler
+	tls    *tls.Config
+
+	mu      sync.Mutex
+	servers []*http.Server
+	addrs   []net.Addr
+	runtime config.Config // as last applied
+
+	closeStore   func()
+	stopPoll     context.CancelFunc
+	stopEvents   context.CancelFunc
+	stopping     chan struct{}
+	sessionStore *pgxstore.PostgresStore
+	eventsDone   chan struct{}
+	bg           sync.WaitGroup
+	serveErr     chan error
+}
+
+// runtimeConfig is the runtime configuration the flags describe; it seeds the
+// stored configuration on the first start.
+func (cfg serveConfig) runtimeConfig() config.Config {
+	return config.Config{
+		Listen: cfg.listen, CMPI: cfg.cmpi, MaxClients: cfg.maxClients,
+		LogDir: cfg.logDir, LogMaxKB: cfg.logMaxKB, ServerRole: config.RoleStandalone,
+	}
+}
+
+// startGateway brings a gateway up: database, event log, relay, listeners.
+// On failure everything started so far is stopped again, and the failure is
+// still recorded (in the log files and the spool, if not the database).
+func startGateway(ctx context.Context, cfg serveConfig, log *slog.Logger) (g *gateway, err error) {
+	if cfg.logDir == "" {
+		cfg.logDir = filepath.Join(cfg.store.dataDir, "logs")
+	}
+	if cfg.keyPoll == 0 {
+		cfg.keyPoll = 500 * time.Millisecond
+	}
+	if err := os.MkdirAll(cfg.store.dataDir, 0o755); err != nil {
+		return nil, fmt.Errorf("data dir: %w", err)
+	}
+	g = &gateway{cfg: cfg, log: log, store: &lateStore{}, stopping: make(chan struct{}),
+		eventsDone: make(chan struct{}), serveErr: make(chan error, 16)}
+	// Events before the event log exists wait here: its folder is part of
+	// the stored configuration.
+	early := []event.Event{event.Running(product, version, runtime.GOOS+"/"+runtime.GOARCH)}
+	defer func() {
+		if err != nil {
+			if g.events == nil {
+				if startErr := g.startEvents(ctx, cfg.logDir, cfg.logMaxKB, early); startErr != nil {
+					log.Error("event log", "err", startErr)
+				}
+			}
+			if g.events != nil {
+				g.events.Emit(event.FailedToStart())
+			}
+			g.shutdown()
+		}
+	}()
+
+	st, closeStore, err := cfg.store.open(ctx, log)
+	if err != nil {
+		return g, err
+	}
+	g.closeStore = closeStore
+	g.store.db.Store(st)
+	rc, err := loadRuntimeConfig(ctx, st, cfg.runtimeConfig(), cfg.explicit)
+	if err != nil {
+		return g, err
+	}
+	g.runtime = rc
+	if err := g.startEvents(ctx, rc.LogDir, rc.LogMaxKB, early); err != nil {
+		return g, err
+	}
+	salt, err := keySalt(ctx, st)
+	if err != nil {
+		return g, err
+	}
+	for _, k := range cfg.gatewayKeys {
+		if _, _, err := addKey(ctx, st, salt, k, "from --gateway-key"); err != nil {
+			return g, fmt.Errorf("--gateway-key: %w", err)
+		}
+	}
+	keys, err := st.Keys(ctx)
+	if err != nil {
+		return g, err
+	}
+	var m *metrics.Metrics
+	var sink event.Sink = g.events
+	if len(cfg.metrics) > 0 {
+		m = metrics.New(metrics.Sources{
+			Relay: func() relay.Stats { return g.relay.Stats() }, EventsPending: g.events.Pending, EventsWritten: g.events.Written,
+		})
+		sink = m.Sink(g.events)
+	}
+	g.relay = relay.New(relay.Config{
+		Node: cfg.node, Salt: salt, MaxClients: rc.MaxClients, CMPI: rc.CMPI,
+		Events: sink, Logger: log,
+	})
+	g.relay.SetKeys(relayKeys(keys))
+	if len(keys) == 0 {
+		g.events.Emit(event.NoKeys())
+	}
+	if cfg.tlsCert != "" {
+		cert, err := tls.LoadX509KeyPair(cfg.tlsCert, cfg.tlsKey)
+		if err != nil {
+			return g, fmt.Errorf("load TLS certificate: %w", err)
+		}
+		// Only HTTP/1.1: the relay's Upgrade does not exist in HTTP/2.
+		g.tls = &tls.Config{Certificates: []tls.Certificate{cert}, NextProtos: []string{"http/1.1"}, MinVersion: tls.VersionTLS12}
+	}
+	assets, err := static.New()
+	if err != nil {
+		return g, err
+	}
+	// Interval 0: pgxstore's own cleanup goroutine races with its
+	// StopCleanup; poll deletes expired sessions instead.
+	g.sessionStore = pgxstore.NewWithCleanupInterval(st.Pool(), 0)
+	sessions := scs.New()
+	sessions.Store = g.sessionStore
+	sessions.Lifetime = 12 * time.Hour      // absolute: sign in again every working day
+	sessions.IdleTimeout = 30 * time.Minute // an unattended console signs itself out
+	sessions.Cookie.Name = "switchboard_console"
+	sessions.Cookie.HttpOnly = true
+	sessions.Cookie.SameSite = http.SameSiteLaxMode
+	// Browsers drop Secure cookies on plain http (but for localhost), so
+	// the flag follows whether the gateway serves https.
+	sessions.Cookie.Secure = g.tls != nil
+	h := &handlers.Handlers{Relay: g.relay, Logger: log, Ready: g.ready, Static: assets,
+		Console: &handlers.Console{
+			Relay: g.relay, Store: st, Config: runtimeStore{st, cfg.runtimeConfig()}, Sessions: sessions, Events: sink,
+			Asset: assets.URL, Logger: log, Stopping: g.stopping,
+			AddKey: func(ctx context.Context, key, label string) (string, bool, error) {
+				return addKey(ctx, st, salt, key, label)
+			},
+		}}
+	if m != nil {
+		h.Metrics = m.Handler(cfg.metrics)
+	}
+	g.routes = h.Routes()
+	if err := g.listen(rc.Listen); err != nil {
+		return g, err
+	}
+	g.events.Emit(event.GatewayStarted(rc.MaxClients))
+
+	pollCtx, stopPoll := context.WithCancel(context.WithoutCancel(ctx))
+	g.stopPoll = stopPoll
+	g.bg.Add(1)
+	go func() {
+		defer g.bg.Done()
+		g.poll(pollCtx)
+	}()
+	return g, nil
+}
+
+// startEvents starts the event log and emits the events that waited.
+func (g *gateway) startEvents(ctx context.Context, dir string, maxKB int, early []event.Event) error {
+	events, err := eventlog.New(eventlog.Config{
+		Dir: dir, MaxKB: maxKB, Store: g.store, Node: g.cfg.node, Logger: g.log,
+		SpoolPath: filepath.Join(g.cfg.store.dataDir, "events.spool"),
+	})
+	if err != nil {
+		return err
+	}
+	g.events = events
+	evCtx, stopEvents := context.WithCancel(context.WithoutCancel(ctx))
+	g.stopEvents = stopEvents
+	go func() {
+		defer close(g.eventsDone)
+		if err := events.Run(evCtx); err != nil {
+			g.log.Error("event log", "err", err)
+		}
+	}()
+	for _, e := range early {
+		events.Emit(e)
+	}
+	return nil
+}
+
+// loadRuntimeConfig reads the stored configuration. What was given
+// explicitly at start (flag or environment) wins and is stored, so the
+// console shows what runs; everything else keeps the stored value, so a
+// change made in the console survives a restart. On the first start the
+// flags' defaults seed the store.
+func loadRuntimeConfig(ctx context.Context, st *db.DB, flags config.Config, explicit func(flag string) bool) (config.Config, error) {
+	rows, err := st.Settings(ctx, config.Names)
+	if err != nil {
+		return config.Config{}, err
+	}
+	cur, err := config.FromRows(flags, rows)
+	if err != nil {
+		return config.Config{}, err
+	}
+	if explicit == nil {
+		explicit = func(string) bool { return true }
+	}
+	if explicit("listen") {
+		cur.Listen = flags.Listen
+	}
+	if explicit("cmpi") {
+		cur.CMPI = flags.CMPI
+	}
+	if explicit("max-clients") {
+		cur.MaxClients = flags.MaxClients
+	}
+	if explicit("log-dir") {
+		cur.LogDir = flags.LogDir
+	}
+	if explicit("log-max-kb") {
+		cur.LogMaxKB = flags.LogMaxKB
+	}
+	if err := cur.Validate(); err != nil {
+		return config.Config{}, fmt.Errorf("configuration: %w", err)
+	}
+	if !maps.Equal(cur.Rows(), rows) {
+		if err := st.SetSettings(ctx, cur.Rows()); err != nil {
+			return config.Config{}, err
+		}
+	}
+	return cur, nil
+}
+
+// runtimeStore is the console's view of the stored configuration.
+type runtimeStore struct {
+	db   *db.DB
+	base config.Config
+}
+
+func (r runtimeStore) Config(ctx context.Context) (config.Config, error) {
+	rows, err := r.db.Settings(ctx, config.Names)
+	if err != nil {
+		return config.Config{}, err
+	}
+	return config.FromRows(r.base, rows)
+}
+
+func (r runtimeStore) SaveConfig(ctx context.Context, c config.Config) error {
+	return r.db.SetSettings(ctx, c.Rows())
+}
+
+// listen binds every address and serves on it. All or nothing: if one
+// address cannot be bound, none is served.
+func (g *gateway) listen(addrs []string) error {
+	var lns []net.Listener
+	for _, addr := range addrs {
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			g.events.Emit(event.FailedToBind(portOf(addr)))
+			for _, l := range lns {
+				l.Close()
+			}
+			return fmt.Errorf("failed to bind to listening port %d (%s): %w", portOf(addr), addr, err)
+		}
+		lns = append(lns, ln)
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.servers, g.addrs = nil, nil
+	for _, ln := range lns {
+		srv := &http.Server{
+			Handler: g.routes,
+			// Slow clients must not hold a connection open before they have
+			// even sent their headers (slowloris); relay connections are
+			// hijacked and then governed by the relay's own deadlines, and
+			// the console's live streams must not be cut by a write timeout.
+			ReadHeaderTimeout: 10 * time.Second,
+			// Idle keep-alive connections of the console cost little but
+			// should not live forever.
+			IdleTimeout:    2 * time.Minute,
+			MaxHeaderBytes: 64 << 10,
+			ErrorLog:       slog.NewLogLogger(g.log.Handler(), slog.LevelDebug),
+			// A non-nil empty map disables HTTP/2, which has no Upgrade.
+			TLSNextProto: map[string]func(*http.Server, *tls.Conn, http.Handler){},
+			TLSConfig:    g.tls,
+		}
+		g.servers = append(g.servers, srv)
+		g.addrs = append(g.addrs, ln.Addr())
+		g.events.Emit(event.Listening(ln.Addr().(*net.TCPAddr).Port))
+		g.bg.Add(1)
+		go func() {
+			defer g.bg.Done()
+			var err error
+			if g.tls != nil {
+				err = srv.ServeTLS(ln, "", "")
+			} else {
+				err = srv.Serve(ln)
+			}
+			if err != nil && !errors.Is(err, http.ErrServerClosed) {
+				select {
+				case g.serveErr <- fmt.Errorf("serve %s: %w", ln.Addr(), err):
+				default:
+				}
+			}
+		}()
+	}
+	return nil
+}
+
+func portOf(addr string) int {
+	_, p, err := net.SplitHostPort(addr)
+	if err != nil {
+		return 0
+	}
+	n, _ := strconv.Atoi(p)
+	return n
+}
+
+func (g *gateway) db() *db.DB { return g.store.db.Load() }
+
+// poll applies what other processes changed in the database: keys (keys
+// add, the console, another node) and the runtime configuration.
+func (g *gateway) poll(ctx context.Context) {
+	t := time.NewTicker(g.cfg.keyPoll)
+	defer t.Stop()
+	expire := time.NewTicker(10 * time.Minute)
+	defer expire.Stop()
+	failing := false
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-expire.C:
+			if err := g.db().DeleteExpiredSessions(ctx); err != nil && ctx.Err() == nil {
+				g.log.Warn("cannot delete expired console sessions", "err", err)
+			}
+			continue
+		case <-t.C:
+		}
+		err := g.pollOnce(ctx)
+		switch {
+		case err != nil && !failing && ctx.Err() == nil:
+			// The relay keeps its keys and settings while the database is away.
+			g.log.Warn("cannot read keys and settings; keeping the current ones", "err", err)
+			failing = true
+		case err == nil && failing:
+			g.log.Info("keys and settings readable again")
+			failing = false
+		}
+	}
+}
+
+func (g *gateway) pollOnce(ctx context.Context) error {
+	keys, err := g.db().Keys(ctx)
+	if err != nil {
+		return err
+	}
+	if g.relay.SetKeys(relayKeys(keys)) {
+		g.events.Emit(event.ReloadingKeys())
+		if len(keys) == 0 {
+			g.events.Emit(event.NoKeys())
+		}
+	}
+	rows, err := g.db().Settings(ctx, config.Names)
+	if err != nil {
+		return err
+	}
+	next, err := config.FromRows(g.cfg.runtimeConfig(), rows)
+	if err != nil {
+		return err
+	}
+	g.mu.Lock()
+	cur := g.runtime
+	g.runtime = next
+	g.mu.Unlock()
+	if maps.Equal(cur.Rows(), next.Rows()) {
+		return nil
+	}
+	g.events.Emit(event.ReloadingConfiguration())
+	g.relay.SetCMPI(next.CMPI)
+	g.relay.SetMaxClients(next.MaxClients)
+	if !config.SameListen(cur, next) {
+		g.rebind(next.Listen)
+	}
+	return nil
+}
+
+// rebind moves the gateway to new listening addresses. Every connection and
+// session ends, as the design says and the event announces; Clients
+// reconnect by themselves.
+func (g *gateway) rebind(addrs []string) {
+	g.events.Emit(event.ListenPortChanged())
+	g.mu.Lock()
+	old := g.servers
+	g.mu.Unlock()
+	for _, srv := range old {
+		srv.Close()
+	}
+	g.relay.DropAll()
+	if err := g.listen(addrs); err != nil {
+		g.log.Error("cannot listen on the new addresses; the gateway listens nowhere until they are fixed", "err", err)
+	}
+}
+
+// ready is true while the gateway listens: with the database away it still
+// relays, and its events wait in the queue and spool.
+func (g *gateway) ready(context.Context) error {
+	if g.relay.Closed() {
+		return errors.New("gateway is stopping")
+	}
+	return nil
+}
+
+// listenAddrs are the addresses the gateway listens on now.
+func (g *gateway) listenAddrs() []net.Addr {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return append([]net.Addr(nil), g.addrs...)
+}
+
+// wait runs until ctx is done or a listener fails, then stops the gateway.
+func (g *gateway) wait(ctx context.Context) error {
+	var err error
+	select {
+	case <-ctx.Done():
+	case err = <-g.serveErr:
+	}
+	g.shutdown()
+	return err
+}
+
+// shutdown stops accepting, lets sessions finish within the grace period,
+// writes the stop event and flushes the event log.
+func (g *gateway) shutdown() {
+	close(g.stopping)
+	if g.stopPoll != nil {
+		g.stopPoll()
+	}
+	g.mu.Lock()
+	servers := g.servers
+	g.mu.Unlock()
+	if g.relay != nil {
+		graceCtx, cancel := context.WithTimeout(context.Background(), g.cfg.grace)
+		var wg sync.WaitGroup
+		for _, srv := range servers {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				_ = srv.Shutdown(graceCtx)
+			}()
+		}
+		g.relay.Shutdown(graceCtx)
+		wg.Wait()
+		cancel()
+		for _, srv := range servers {
+			srv.Close()
+		}
+		waitCtx, cancelWait := context.WithTimeout(context.Background(), 5*time.Second)
+		if err := g.relay.Wait(waitCtx); err != nil {
+			g.log.Warn("stopping", "err", err)
+		}
+		cancelWait()
+		if len(servers) > 0 {
+			g.events.Emit(event.GatewayStopped())
+		}
+	}
+	g.bg.Wait()
+	if g.stopEvents != nil {
+		g.stopEvents()
+		<-g.eventsDone
+	}
+	if g.closeStore != nil {
+		g.closeStore()
+	}
+}

@@ -1,0 +1,214 @@
+package handlers
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/a-h/templ"
+	"github.com/alexedwards/scs/v2"
+	"github.com/go-chi/chi/v5"
+
+	"github.com/switchboard/switchboard/config"
+	"github.com/switchboard/switchboard/db"
+	"github.com/switchboard/switchboard/event"
+	"github.com/switchboard/switchboard/relay"
+	"github.com/switchboard/switchboard/web"
+)
+
+// ConsoleRelay is what the console reads from and does to the relay.
+type ConsoleRelay interface {
+	Clients() []relay.ClientInfo
+	Sessions() []relay.SessionInfo
+	TerminateSession(id string) bool
+	Version() uint64
+	Stats() relay.Stats
+}
+
+// ConsoleStore is what the console reads from and writes to PostgreSQL.
+type ConsoleStore interface {
+	Operator(ctx context.Context, name string) (db.Operator, error)
+	Operators(ctx context.Context) ([]db.Operator, error)
+	AddOperator(ctx context.Context, o db.Operator) (db.Operator, error)
+	UpdateOperator(ctx context.Context, name, passwordHash, role string, disabled bool) error
+	Events(ctx context.Context, f db.EventFilter) ([]event.Event, error)
+	CountEvents(ctx context.Context, f db.EventFilter) (int64, error)
+	Keys(ctx context.Context) ([]db.Key, error)
+	RemoveKey(ctx context.Context, keyID string) error
+	UpdateKeyLabel(ctx context.Context, keyID, label string) error
+}
+
+// KeyAdder stores a new gateway key; it owns the hashing.
+type KeyAdder func(ctx context.Context, key, label string) (keyID string, added bool, err error)
+
+// ConfigStore loads and saves the runtime configuration.
+type ConfigStore interface {
+	Config(ctx context.Context) (config.Config, error)
+	SaveConfig(ctx context.Context, c config.Config) error
+}
+
+// Console serves the admin console. Build it once in main.
+type Console struct {
+	Relay    ConsoleRelay
+	Store    ConsoleStore
+	AddKey   KeyAdder
+	Config   ConfigStore
+	Sessions *scs.SessionManager
+	Events   event.Sink
+	Asset    func(string) string
+	Logger   *slog.Logger
+	// Stopping is closed when the gateway stops, ending live streams so a
+	// graceful shutdown need not wait for browsers to go away.
+	Stopping <-chan struct{}
+	// Now is the clock; tests may fix it.
+	Now func() time.Time
+}
+
+const sessionOperator = "operator"
+
+// routes declares the console's routes, grouped by who may use them.
+func (c *Console) routes() http.Handler {
+	r := chi.NewRouter()
+	r.Use(securityHeaders, c.Sessions.LoadAndSave)
+	// Public: sign-in.
+	r.Get("/signin", c.signInPage)
+	r.Post("/signin", c.signIn)
+	// Signed-in admins.
+	r.Group(func(r chi.Router) {
+		r.Use(c.requireAdmin)
+		r.Post("/signout", c.signOut)
+		r.Get("/", http.RedirectHandler("/console/clients", http.StatusSeeOther).ServeHTTP)
+		r.Get("/clients", c.clientsPage)
+		r.Get("/clients/stream", c.clientsStream)
+		r.Get("/sessions", c.sessionsPage)
+		r.Get("/sessions/stream", c.sessionsStream)
+		r.Post("/sessions/{id}/terminate", c.terminateSession)
+		r.Get("/events", c.eventsPage)
+		r.Get("/events/stream", c.eventsStream)
+		r.Get("/config", http.RedirectHandler("/console/config/general", http.StatusSeeOther).ServeHTTP)
+		r.Get("/config/{tab}", c.configPage)
+		r.Post("/config/general", c.saveGeneral)
+		r.Post("/config/servers", c.saveServers)
+		r.Post("/config/licences", c.saveLicences)
+		r.Post("/config/keys/add", c.addKey)
+		r.Post("/config/keys/{id}/remove", c.removeKey)
+		r.Post("/config/keys/{id}/label", c.labelKey)
+		r.Post("/config/operators/add", c.addOperator)
+		r.Post("/config/operators/{name}", c.updateOperator)
+	})
+	// Every state-changing request must come from the console's own origin.
+	return http.NewCrossOriginProtection().Handler(r)
+}
+
+// securityHeaders: no inline script anywhere, no framing, no sniffing.
+func securityHeaders(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h := w.Header()
+		h.Set("Content-Security-Policy", "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'")
+		h.Set("X-Content-Type-Options", "nosniff")
+		h.Set("X-Frame-Options", "DENY")
+		h.Set("Referrer-Policy", "no-referrer")
+		h.Set("Cache-Control", "no-store")
+		next.ServeHTTP(w, r)
+	})
+}
+
+type ctxKey struct{}
+
+// requireAdmin lets signed-in, enabled admins through; the operator is read
+// on every request so that disabling one takes effect at once.
+func (c *Console) requireAdmin(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		name := c.Sessions.GetString(r.Context(), sessionOperator)
+		if name != "" {
+			op, err := c.Store.Operator(r.Context(), name)
+			if err == nil && op.IsAdmin() {
+				next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), ctxKey{}, op)))
+				return
+			}
+			if err != nil && !errors.Is(err, db.ErrNotFound) {
+				c.fail(w, r, err)
+				return
+			}
+			// Removed, disabled or no longer admin: end the session.
+			_ = c.Sessions.Destroy(r.Context())
+		}
+		next := "/console/signin?next=" + url.QueryEscape(r.URL.RequestURI())
+		if r.Header.Get("HX-Request") != "" {
+			w.Header().Set("HX-Redirect", next)
+			w.WriteHeader(http.StatusUnauthorized)
+			return
+		}
+		http.Redirect(w, r, next, http.StatusSeeOther)
+	})
+}
+
+func operatorOf(r *http.Request) db.Operator {
+	op, _ := r.Context().Value(ctxKey{}).(db.Operator)
+	return op
+}
+
+// Error is an error with a message that is safe to show.
+type Error struct {
+	Status  int
+	Message string
+}
+
+func (e *Error) Error() string { return e.Message }
+
+func badRequest(msg string) error { return &Error{Status: http.StatusBadRequest, Message: msg} }
+
+// fail answers with err's safe message, or "Internal error." after logging
+// what really happened.
+func (c *Console) fail(w http.ResponseWriter, r *http.Request, err error) {
+	status, msg := http.StatusInternalServerError, "Internal error."
+	var e *Error
+	if errors.As(err, &e) {
+		status, msg = e.Status, e.Message
+	} else {
+		c.Logger.Error("console", "method", r.Method, "path", r.URL.Path, "err", err)
+	}
+	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	w.WriteHeader(status)
+	if r.Header.Get("HX-Request") != "" {
+		_ = web.ErrorFragment(msg).Render(r.Context(), w)
+		return
+	}
+	_ = web.ErrorFragment(msg).Render(r.Context(), w)
+}
+
+// page renders a full console page.
+func (c *Console) page(w http.ResponseWriter, r *http.Request, title, active, stream string, content templ.Component) {
+	l := web.Layout{
+		Title: title, Active: active, Operator: operatorOf(r).Name, Stream: stream,
+		ClientCount: c.Relay.Stats().Clients, Asset: c.Asset,
+	}
+	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	if err := web.Page(l, content).Render(r.Context(), w); err != nil {
+		c.Logger.Warn("render page", "path", r.URL.Path, "err", err)
+	}
+}
+
+func (c *Console) now() time.Time {
+	if c.Now != nil {
+		return c.Now()
+	}
+	return time.Now()
+}
+
+// emit records an event done by the signed-in operator.
+func (c *Console) emit(r *http.Request, kind event.Kind, msg string) {
+	c.Events.Emit(event.Event{Time: c.now(), Kind: kind, Message: msg, Operator: operatorOf(r).Name, PublicIP: remoteIP(r)})
+}
+
+// safeNext keeps a post-sign-in redirect on the console.
+func safeNext(next string) string {
+	if !strings.HasPrefix(next, "/console/") || strings.HasPrefix(next, "//") || strings.Contains(next, "\\") {
+		return "/console/clients"
+	}
+	return next
+}

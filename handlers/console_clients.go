@@ -1,0 +1,144 @@
+package handlers
+
+import (
+	"cmp"
+	"context"
+	"net/http"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/switchboard/switchboard/relay"
+	"github.com/switchboard/switchboard/web"
+)
+
+// clientsPerPage keeps a page quick to render and read even with 10,000
+// Clients connected: the filtering and sorting happen on the server.
+const clientsPerPage = 50
+
+// clientsQuery is the Clients page's state, carried in its URL.
+type clientsQuery struct {
+	q    string
+	sort string
+	desc bool
+	page int
+}
+
+var clientSorts = []string{"name", "real_ip", "public_ip", "key", "since", "heartbeat"}
+
+func parseClientsQuery(v url.Values) clientsQuery {
+	q := clientsQuery{q: strings.TrimSpace(v.Get("q")), sort: v.Get("sort"), desc: v.Get("desc") == "1"}
+	if !slices.Contains(clientSorts, q.sort) {
+		q.sort = "name"
+	}
+	q.page, _ = strconv.Atoi(v.Get("page"))
+	return q
+}
+
+func (q clientsQuery) encode() string {
+	v := url.Values{}
+	v.Set("q", q.q)
+	v.Set("sort", q.sort)
+	if q.desc {
+		v.Set("desc", "1")
+	}
+	v.Set("page", strconv.Itoa(q.page))
+	return v.Encode()
+}
+
+// clientsView filters, sorts and pages the connected Clients.
+func clientsView(all []relay.ClientInfo, q clientsQuery, now time.Time) web.ClientsView {
+	needle := strings.ToLower(q.q)
+	rows := make([]web.ClientRow, 0, min(len(all), clientsPerPage))
+	var matched []relay.ClientInfo
+	for _, c := range all {
+		if needle == "" || clientMatches(c, needle) {
+			matched = append(matched, c)
+		}
+	}
+	slices.SortStableFunc(matched, func(a, b relay.ClientInfo) int {
+		var r int
+		switch q.sort {
+		case "real_ip":
+			r = cmp.Compare(a.RealIP, b.RealIP)
+		case "public_ip":
+			r = cmp.Compare(a.PublicIP, b.PublicIP)
+		case "key":
+			r = cmp.Compare(a.KeyLabel, b.KeyLabel)
+		case "since":
+			r = a.ConnectedSince.Compare(b.ConnectedSince)
+		case "heartbeat":
+			r = a.LastHeartbeat.Compare(b.LastHeartbeat)
+		}
+		if r == 0 {
+			r = cmp.Compare(a.Name, b.Name)
+		}
+		if q.desc {
+			r = -r
+		}
+		return r
+	})
+	pages := max(1, (len(matched)+clientsPerPage-1)/clientsPerPage)
+	page := min(max(q.page, 1), pages)
+	for _, c := range matched[min((page-1)*clientsPerPage, len(matched)):min(page*clientsPerPage, len(matched))] {
+		rows = append(rows, web.ClientRow{
+			Name: c.Name, RealIP: c.RealIP, PublicIP: c.PublicIP, KeyLabel: keyLabel(c), OS: c.OS, Version: c.Version,
+			Services: c.Services, Since: c.ConnectedSince, LastHeartbeat: c.LastHeartbeat,
+		})
+	}
+	return web.ClientsView{
+		Rows: rows, Query: q.q, Sort: q.sort, Desc: q.desc, Page: page, Pages: pages,
+		Total: len(matched), PerPage: clientsPerPage, Now: now,
+	}
+}
+
+// keyLabel names a Client's key without ever showing it.
+func keyLabel(c relay.ClientInfo) string {
+	if c.KeyLabel != "" {
+		return c.KeyLabel
+	}
+	return "key " + c.KeyID
+}
+
+func clientMatches(c relay.ClientInfo, needle string) bool {
+	for _, s := range []string{c.Name, c.RealIP, c.PublicIP, c.KeyLabel, c.KeyID, c.OS} {
+		if strings.Contains(strings.ToLower(s), needle) {
+			return true
+		}
+	}
+	for _, s := range c.Services {
+		if strings.Contains(strings.ToLower(s), needle) {
+			return true
+		}
+	}
+	return false
+}
+
+func (c *Console) clientsPage(w http.ResponseWriter, r *http.Request) {
+	q := parseClientsQuery(r.URL.Query())
+	v := clientsView(c.Relay.Clients(), q, c.now())
+	q.page = v.Page
+	c.page(w, r, "Clients", "clients", "/console/clients/stream?"+q.encode(), web.ClientsPage(v))
+}
+
+// clientsStream re-renders the table when Clients come or go, and every few
+// seconds anyway so "last heartbeat" stays true.
+func (c *Console) clientsStream(w http.ResponseWriter, r *http.Request) {
+	q := parseClientsQuery(r.URL.Query())
+	seen := c.Relay.Version()
+	last := time.Now()
+	c.stream(w, r, func(context.Context) ([]sseEvent, error) {
+		v := c.Relay.Version()
+		if v == seen && time.Since(last) < 5*time.Second {
+			return nil, nil
+		}
+		seen, last = v, time.Now()
+		all := c.Relay.Clients()
+		return []sseEvent{
+			{"clients", web.ClientsTable(clientsView(all, q, c.now()))},
+			{"count", web.Count(len(all))},
+		}, nil
+	})
+}
