@@ -120,6 +120,12 @@ func (g *testGateway) control(key, name string) *control.Control {
 // startAgent runs a Client agent until the test ends.
 func (g *testGateway) startAgent(t testing.TB, key, name string, services map[string]string) *agent.Agent {
 	t.Helper()
+	return g.startAgentCtx(t, context.Background(), key, name, services)
+}
+
+// startAgentCtx runs a Client agent until ctx is done or the test ends.
+func (g *testGateway) startAgentCtx(t testing.TB, parent context.Context, key, name string, services map[string]string) *agent.Agent {
+	t.Helper()
 	a, err := agent.New(agent.Config{
 		Dialer: g.dialer(), Key: key, Name: name, Services: services, Version: "test",
 		Logger:     testLogger(t),
@@ -128,7 +134,7 @@ func (g *testGateway) startAgent(t testing.TB, key, name string, services map[st
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
+	ctx, cancel := context.WithCancel(parent)
 	done := make(chan struct{})
 	go func() {
 		defer close(done)

@@ -43,6 +43,7 @@ that both connect outbound to a gateway.
 Usage:
   switchboard serve     [flags]                 run a gateway
   switchboard keys      add KEY | list | remove KEY
+  switchboard operators add NAME [--admin] | list | passwd NAME | disable NAME | ...
   switchboard client    [flags]                 run the Client agent
   switchboard control   browse  [flags]
   switchboard control   connect [flags] CLIENT[/SERVICE] (--listen ADDR | --stdio)
@@ -64,6 +65,8 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		return env.serve(ctx, args[1:])
 	case "keys":
 		return env.keys(ctx, args[1:])
+	case "operators":
+		return env.operators(ctx, args[1:])
 	case "client":
 		return env.client(ctx, args[1:])
 	case "control":
