@@ -625,3 +625,43 @@ func TestShutdownLetsSessionsFinish(t *testing.T) {
 		t.Errorf("stop took %s after the last session", d)
 	}
 }
+
+// TestListenChangeRebinds changes the stored listen address, as the
+// console's General tab does: every connection and session ends with the
+// design's event, and the gateway answers on the new port only.
+func TestListenChangeRebinds(t *testing.T) {
+	g := mustStartGateway(t)
+	a := g.startAgent(t, testKey, "pc-move", map[string]string{"echo": echoServer(t)})
+	g.waitConnected(t, a)
+	conn, err := g.control(testKey, "op").Connect(context.Background(), "pc-move/echo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	oldAddr := g.listenAddrs()[0].String()
+	newAddr := freePort(t)
+
+	rs := runtimeStore{g.db(), g.cfg.runtimeConfig()}
+	cfg, err := rs.Config(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Listen = []string{newAddr}
+	if err := rs.SaveConfig(context.Background(), cfg); err != nil {
+		t.Fatal(err)
+	}
+	g.waitEvent(t, "Listen port has changed. All current connections and sessions will be terminated.")
+	g.waitEvent(t, "Listening on port "+strings.Split(newAddr, ":")[1])
+	_ = conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := conn.Read(make([]byte, 1)); err == nil {
+		t.Fatal("session survived the listen change")
+	}
+	waitFor(t, "the Client to be cut", 5*time.Second, func() bool { return !a.Connected() })
+	if _, err := net.DialTimeout("tcp", oldAddr, time.Second); err == nil {
+		t.Errorf("old address %s still accepts", oldAddr)
+	}
+	waitHTTP(t, "http://"+newAddr+"/healthz")
+	if got := g.listenAddrs()[0].String(); got != newAddr {
+		t.Errorf("listening on %s, want %s", got, newAddr)
+	}
+}
