@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -223,5 +224,31 @@ func TestMetrics(t *testing.T) {
 	}
 	if _, ok := got["switchboard_events_written_total"]; !ok {
 		t.Error("switchboard_events_written_total missing")
+	}
+}
+
+// TestMetricsRestricted serves /metrics only to the allowed networks.
+func TestMetricsRestricted(t *testing.T) {
+	cfg := baseConfig(t)
+	cfg.gatewayKeys = []string{testKey}
+	cfg.metrics = []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}
+	g := mustStartGatewayConfig(t, cfg)
+	resp, err := http.Get(g.url + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusForbidden {
+		t.Fatalf("/metrics from 127.0.0.1 with only 10.0.0.0/8 allowed: %d", resp.StatusCode)
+	}
+	for path, want := range map[string]int{"/healthz": 200, "/readyz": 200} {
+		resp, err := http.Get(g.url + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != want {
+			t.Errorf("%s = %d", path, resp.StatusCode)
+		}
 	}
 }
