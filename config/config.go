@@ -8,6 +8,7 @@ package config
 import (
 	"fmt"
 	"net"
+	"net/netip"
 	"slices"
 	"strconv"
 	"strings"
@@ -36,6 +37,11 @@ type Config struct {
 	// PeerGateways are the other gateways of a failover or load-balancing
 	// set (host:port), shown and stored for the servers tab.
 	PeerGateways []string
+	// BlockUnencrypted refuses Clients and Controls that do not use TLS.
+	BlockUnencrypted bool
+	// TrustedProxies are the addresses (CIDR) of TLS-terminating reverse
+	// proxies whose X-Forwarded-Proto and X-Forwarded-For are believed.
+	TrustedProxies []string
 }
 
 // Validate reports the first problem in a form an administrator can act on.
@@ -75,6 +81,9 @@ func (c Config) Validate() error {
 			return fmt.Errorf("peer gateway %q: want host:port", p)
 		}
 	}
+	if _, err := ParsePrefixes(c.TrustedProxies); err != nil {
+		return err
+	}
 	return nil
 }
 
@@ -96,10 +105,12 @@ const (
 	keyLogMaxKB   = "log_max_kb"
 	keyServerRole = "server_role"
 	keyPeers      = "peer_gateways"
+	keyBlock      = "block_unencrypted"
+	keyProxies    = "trusted_proxies"
 )
 
 // Names lists every setting this package owns.
-var Names = []string{keyListen, keyCMPI, keyMaxClients, keyLogDir, keyLogMaxKB, keyServerRole, keyPeers}
+var Names = []string{keyListen, keyCMPI, keyMaxClients, keyLogDir, keyLogMaxKB, keyServerRole, keyPeers, keyBlock, keyProxies}
 
 // Rows renders c as settings rows.
 func (c Config) Rows() map[string]string {
@@ -111,6 +122,8 @@ func (c Config) Rows() map[string]string {
 		keyLogMaxKB:   strconv.Itoa(c.LogMaxKB),
 		keyServerRole: c.ServerRole,
 		keyPeers:      strings.Join(c.PeerGateways, ","),
+		keyBlock:      strconv.FormatBool(c.BlockUnencrypted),
+		keyProxies:    strings.Join(c.TrustedProxies, ","),
 	}
 }
 
@@ -153,6 +166,16 @@ func FromRows(base Config, rows map[string]string) (Config, error) {
 	if v, ok := rows[keyPeers]; ok {
 		c.PeerGateways = splitList(v)
 	}
+	if v, ok := rows[keyBlock]; ok {
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			return Config{}, fmt.Errorf("config: stored %s %q: %w", keyBlock, v, err)
+		}
+		c.BlockUnencrypted = b
+	}
+	if v, ok := rows[keyProxies]; ok {
+		c.TrustedProxies = splitList(v)
+	}
 	return c, nil
 }
 
@@ -183,6 +206,8 @@ func Changes(old, cur Config) []string {
 	add("maximum log size", strconv.Itoa(old.LogMaxKB)+" KB", strconv.Itoa(cur.LogMaxKB)+" KB")
 	add("server role", old.ServerRole, cur.ServerRole)
 	add("peer gateways", strings.Join(old.PeerGateways, ", "), strings.Join(cur.PeerGateways, ", "))
+	add("blocking of unencrypted peers", onOff(old.BlockUnencrypted), onOff(cur.BlockUnencrypted))
+	add("trusted proxies", strings.Join(old.TrustedProxies, ", "), strings.Join(cur.TrustedProxies, ", "))
 	return out
 }
 
@@ -198,4 +223,32 @@ func limit(n int) string {
 		return "unlimited"
 	}
 	return strconv.Itoa(n)
+}
+
+func onOff(b bool) string {
+	if b {
+		return "on"
+	}
+	return "off"
+}
+
+// ParsePrefixes parses addresses or CIDR prefixes.
+func ParsePrefixes(list []string) ([]netip.Prefix, error) {
+	var out []netip.Prefix
+	for _, item := range list {
+		if !strings.Contains(item, "/") {
+			a, err := netip.ParseAddr(item)
+			if err != nil {
+				return nil, fmt.Errorf("%q is not an address or CIDR prefix", item)
+			}
+			out = append(out, netip.PrefixFrom(a, a.BitLen()))
+			continue
+		}
+		p, err := netip.ParsePrefix(item)
+		if err != nil {
+			return nil, fmt.Errorf("%q is not an address or CIDR prefix", item)
+		}
+		out = append(out, p.Masked())
+	}
+	return out, nil
 }

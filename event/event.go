@@ -49,6 +49,7 @@ const (
 	CheckBrowse      = "browse"
 	CheckControl     = "control"
 	CheckKeyMismatch = "key_mismatch"
+	CheckUnencrypted = "unencrypted"
 )
 
 // LogTimeLayout is the date and time of a GW log line: "29-Jun-22, 16:11:20".
@@ -179,6 +180,15 @@ func KeyMismatch(control, client, publicIP string) Event {
 	e := newEvent(KindSecurity, fmt.Sprintf("Client/Control security check failed for Control %s. Rejecting connection request to Client %s from %s", control, client, publicIP))
 	e.Control, e.Client, e.PublicIP = control, client, publicIP
 	e.Check = CheckKeyMismatch
+	return e
+}
+
+// UnencryptedRefused reports a Client or Control refused for not using TLS
+// while the gateway blocks unencrypted peers.
+func UnencryptedRefused(publicIP string) Event {
+	e := newEvent(KindSecurity, fmt.Sprintf("Unencrypted connection refused from %s. This gateway requires encrypted communications", publicIP))
+	e.PublicIP = publicIP
+	e.Check = CheckUnencrypted
 	return e
 }
 

@@ -66,6 +66,10 @@ type Console struct {
 	Stopping <-chan struct{}
 	// Now is the clock; tests may fix it.
 	Now func() time.Time
+	// HTTPS sends console requests that arrive unencrypted to https on the
+	// same address (the gateway's port speaks both): passwords and session
+	// cookies never cross a network in clear.
+	HTTPS bool
 }
 
 const sessionOperator = "operator"
@@ -73,7 +77,7 @@ const sessionOperator = "operator"
 // routes declares the console's routes, grouped by who may use them.
 func (c *Console) routes() http.Handler {
 	r := chi.NewRouter()
-	r.Use(securityHeaders, c.Sessions.LoadAndSave)
+	r.Use(c.requireHTTPS, securityHeaders, c.Sessions.LoadAndSave)
 	// Public: sign-in.
 	r.Get("/signin", c.signInPage)
 	r.Post("/signin", c.signIn)
@@ -114,6 +118,19 @@ func securityHeaders(next http.Handler) http.Handler {
 		h.Set("Referrer-Policy", "no-referrer")
 		h.Set("Cache-Control", "no-store")
 		next.ServeHTTP(w, r)
+	})
+}
+
+func (c *Console) requireHTTPS(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !c.HTTPS || encrypted(r) {
+			next.ServeHTTP(w, r)
+			return
+		}
+		u := *r.URL
+		u.Scheme, u.Host = "https", r.Host
+		// 308 keeps the method and body of a form post.
+		http.Redirect(w, r, u.String(), http.StatusPermanentRedirect)
 	})
 }
 

@@ -14,6 +14,7 @@ import (
 	"github.com/go-chi/chi/v5"
 	"github.com/go-chi/chi/v5/middleware"
 
+	"github.com/switchboard/switchboard/event"
 	"github.com/switchboard/switchboard/relay/wire"
 )
 
@@ -35,12 +36,17 @@ type Handlers struct {
 	Console *Console
 	// Static serves the console's embedded assets.
 	Static http.Handler
+	// Security is read on every request, so the console's changes apply at
+	// once; nil means no blocking and no trusted proxies.
+	Security func() Security
+	// Events receives the refusals of unencrypted peers.
+	Events event.Sink
 }
 
 // Routes declares every route of the gateway.
 func (h *Handlers) Routes() http.Handler {
 	r := chi.NewRouter()
-	r.Use(middleware.Recoverer)
+	r.Use(middleware.Recoverer, h.forwarded)
 	r.Get(wire.Path, h.relayUpgrade)
 	r.Get("/healthz", h.healthz)
 	r.Get("/readyz", h.readyz)
@@ -62,6 +68,13 @@ func (h *Handlers) relayUpgrade(w http.ResponseWriter, r *http.Request) {
 	if !headerHas(r.Header, "Connection", "upgrade") || !strings.EqualFold(r.Header.Get("Upgrade"), wire.Protocol) {
 		w.Header().Set("Upgrade", wire.Protocol)
 		http.Error(w, "this endpoint speaks "+wire.Protocol+": use the switchboard client or control", http.StatusUpgradeRequired)
+		return
+	}
+	if h.security().BlockUnencrypted && !encrypted(r) {
+		if h.Events != nil {
+			h.Events.Emit(event.UnencryptedRefused(remoteIP(r)))
+		}
+		http.Error(w, "this gateway accepts only encrypted connections: use an https:// gateway address", http.StatusForbidden)
 		return
 	}
 	hj, ok := w.(http.Hijacker)

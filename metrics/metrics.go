@@ -46,7 +46,7 @@ func New(src Sources) *Metrics {
 			Name: "switchboard_session_setups_total", Help: "Sessions brokered between a Control and a Client.",
 		}),
 		securityFailed: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "switchboard_security_check_failures_total", Help: "Failed security checks, by check (client, browse, control, key_mismatch).",
+			Name: "switchboard_security_check_failures_total", Help: "Failed security checks, by check (client, browse, control, key_mismatch, unencrypted).",
 		}, []string{"check"}),
 		licence: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "switchboard_licence_rejections_total", Help: "Clients rejected by the licence limit.",
@@ -55,7 +55,7 @@ func New(src Sources) *Metrics {
 			Name: "switchboard_client_connects_total", Help: "Client registrations accepted.",
 		}),
 	}
-	for _, c := range []string{event.CheckClient, event.CheckBrowse, event.CheckControl, event.CheckKeyMismatch} {
+	for _, c := range []string{event.CheckClient, event.CheckBrowse, event.CheckControl, event.CheckKeyMismatch, event.CheckUnencrypted} {
 		m.securityFailed.WithLabelValues(c) // present at zero, so rate() works from the start
 	}
 	stat := func(f func(relay.Stats) float64) func() float64 {

@@ -8,25 +8,31 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"net/url"
 	"os"
 	"strings"
 
 	"github.com/switchboard/switchboard/agent"
 	"github.com/switchboard/switchboard/relay/peer"
 	"github.com/switchboard/switchboard/relay/wire"
+	"github.com/switchboard/switchboard/transport"
 )
 
 // gatewayFlags are the flags every command that dials a gateway takes.
 type gatewayFlags struct {
-	gateway string
-	key     string
-	ca      string
+	gateway     string
+	key         string
+	ca          string
+	fingerprint string
+	proxy       string
 }
 
 func (g *gatewayFlags) add(fs *flagSet) {
 	fs.StringVar(&g.gateway, "gateway", "", "gateway address: https://host:port, http://host:port, or host:port (https)")
 	fs.StringVar(&g.key, "key", "", "gateway key (at least 8 characters)")
 	fs.StringVar(&g.ca, "ca", "", "PEM file of certificate authorities to trust for the gateway instead of the system's")
+	fs.StringVar(&g.fingerprint, "fingerprint", "", "pin the gateway's certificate by its SHA-256 fingerprint (what a self-signed gateway prints at start)")
+	fs.StringVar(&g.proxy, "proxy", "", "HTTP proxy, http://[user:password@]host:port; default from HTTPS_PROXY/NO_PROXY; \"none\" for none")
 }
 
 func (g *gatewayFlags) dialer(userAgent string) (peer.Dialer, error) {
@@ -40,7 +46,28 @@ func (g *gatewayFlags) dialer(userAgent string) (peer.Dialer, error) {
 	if err != nil {
 		return peer.Dialer{}, err
 	}
-	d := peer.Dialer{Gateway: gw, UserAgent: userAgent}
+	d := peer.Dialer{Gateway: gw, UserAgent: userAgent, Proxy: peer.ProxyFromEnvironment}
+	switch g.proxy {
+	case "":
+	case "none":
+		d.Proxy = nil
+	default:
+		u, err := url.Parse(g.proxy)
+		if err != nil || u.Scheme != "http" || u.Host == "" {
+			return peer.Dialer{}, fmt.Errorf("--proxy: want http://[user:password@]host:port")
+		}
+		d.Proxy = func(peer.Gateway) (*url.URL, error) { return u, nil }
+	}
+	if g.fingerprint != "" {
+		fp, err := transport.NormalizeFingerprint(g.fingerprint)
+		if err != nil {
+			return peer.Dialer{}, fmt.Errorf("--fingerprint: %w", err)
+		}
+		if !gw.TLS {
+			return peer.Dialer{}, fmt.Errorf("--fingerprint pins a certificate: use an https:// gateway address")
+		}
+		d.Fingerprint = fp
+	}
 	if g.ca != "" {
 		pem, err := os.ReadFile(g.ca)
 		if err != nil {

@@ -14,6 +14,7 @@ import (
 	"runtime"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/alexedwards/scs/pgxstore"
@@ -27,6 +28,7 @@ import (
 	"github.com/switchboard/switchboard/metrics"
 	"github.com/switchboard/switchboard/relay"
 	"github.com/switchboard/switchboard/static"
+	"github.com/switchboard/switchboard/transport"
 )
 
 // gateway is a running `serve`.
@@ -38,20 +40,28 @@ type gateway struct {
 	store  *lateStore
 	routes http.Handler
 	tls    *tls.Config
+	certs  transport.Store
+	// selfSigned: the certificate was made by the gateway itself.
+	selfSigned bool
+	security   atomic.Pointer[handlers.Security]
 
 	mu      sync.Mutex
 	servers []*http.Server
 	addrs   []net.Addr
 	runtime config.Config // as last applied
 
-	closeStore   func()
-	stopPoll     context.CancelFunc
-	stopEvents   context.CancelFunc
-	stopping     chan struct{}
-	sessionStore *pgxstore.PostgresStore
-	eventsDone   chan struct{}
-	bg           sync.WaitGroup
-	serveErr     chan error
+	closeStore func()
+	stopPoll   context.CancelFunc
+	stopWatch  context.CancelFunc
+	// acmeHTTPClient talks to the ACME directory; nil is the default
+	// client (tests give one that trusts their own ACME server).
+	acmeHTTPClient *http.Client
+	stopEvents     context.CancelFunc
+	stopping       chan struct{}
+	sessionStore   *pgxstore.PostgresStore
+	eventsDone     chan struct{}
+	bg             sync.WaitGroup
+	serveErr       chan error
 }
 
 // runtimeConfig is the runtime configuration the flags describe; it seeds the
@@ -60,6 +70,7 @@ func (cfg serveConfig) runtimeConfig() config.Config {
 	return config.Config{
 		Listen: cfg.listen, CMPI: cfg.cmpi, MaxClients: cfg.maxClients,
 		LogDir: cfg.logDir, LogMaxKB: cfg.logMaxKB, ServerRole: config.RoleStandalone,
+		BlockUnencrypted: cfg.block, TrustedProxies: cfg.trusted,
 	}
 }
 
@@ -138,13 +149,11 @@ func startGateway(ctx context.Context, cfg serveConfig, log *slog.Logger) (g *ga
 	if len(keys) == 0 {
 		g.events.Emit(event.NoKeys())
 	}
-	if cfg.tlsCert != "" {
-		cert, err := tls.LoadX509KeyPair(cfg.tlsCert, cfg.tlsKey)
-		if err != nil {
-			return g, fmt.Errorf("load TLS certificate: %w", err)
-		}
-		// Only HTTP/1.1: the relay's Upgrade does not exist in HTTP/2.
-		g.tls = &tls.Config{Certificates: []tls.Certificate{cert}, NextProtos: []string{"http/1.1"}, MinVersion: tls.VersionTLS12}
+	if err := g.setupTLS(ctx); err != nil {
+		return g, err
+	}
+	if err := g.applySecurity(rc); err != nil {
+		return g, err
 	}
 	assets, err := static.New()
 	if err != nil {
@@ -163,10 +172,11 @@ func startGateway(ctx context.Context, cfg serveConfig, log *slog.Logger) (g *ga
 	// Browsers drop Secure cookies on plain http (but for localhost), so
 	// the flag follows whether the gateway serves https.
 	sessions.Cookie.Secure = g.tls != nil
-	h := &handlers.Handlers{Relay: g.relay, Logger: log, Ready: g.ready, Static: assets,
+	h := &handlers.Handlers{Relay: g.relay, Logger: log, Ready: g.ready, Static: assets, Events: sink,
+		Security: func() handlers.Security { return *g.security.Load() },
 		Console: &handlers.Console{
 			Relay: g.relay, Store: st, Config: runtimeStore{st, cfg.runtimeConfig()}, Sessions: sessions, Events: sink,
-			Asset: assets.URL, Logger: log, Stopping: g.stopping,
+			Asset: assets.URL, Logger: log, Stopping: g.stopping, HTTPS: g.tls != nil,
 			AddKey: func(ctx context.Context, key, label string) (string, bool, error) {
 				return addKey(ctx, st, salt, key, label)
 			},
@@ -246,6 +256,12 @@ func loadRuntimeConfig(ctx context.Context, st *db.DB, flags config.Config, expl
 	if explicit("log-max-kb") {
 		cur.LogMaxKB = flags.LogMaxKB
 	}
+	if explicit("block-unencrypted") {
+		cur.BlockUnencrypted = flags.BlockUnencrypted
+	}
+	if explicit("trusted-proxy") {
+		cur.TrustedProxies = flags.TrustedProxies
+	}
 	if err := cur.Validate(); err != nil {
 		return config.Config{}, fmt.Errorf("configuration: %w", err)
 	}
@@ -293,7 +309,10 @@ func (g *gateway) listen(addrs []string) error {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	g.servers, g.addrs = nil, nil
-	for _, ln := range lns {
+	for _, raw := range lns {
+		// One port speaks TLS to peers that start a handshake and plain
+		// HTTP to the others (refused or not, as the Security settings say).
+		ln := transport.Listen(raw, g.tls)
 		srv := &http.Server{
 			Handler: g.routes,
 			// Slow clients must not hold a connection open before they have
@@ -308,7 +327,6 @@ func (g *gateway) listen(addrs []string) error {
 			ErrorLog:       slog.NewLogLogger(g.log.Handler(), slog.LevelDebug),
 			// A non-nil empty map disables HTTP/2, which has no Upgrade.
 			TLSNextProto: map[string]func(*http.Server, *tls.Conn, http.Handler){},
-			TLSConfig:    g.tls,
 		}
 		g.servers = append(g.servers, srv)
 		g.addrs = append(g.addrs, ln.Addr())
@@ -316,12 +334,7 @@ func (g *gateway) listen(addrs []string) error {
 		g.bg.Add(1)
 		go func() {
 			defer g.bg.Done()
-			var err error
-			if g.tls != nil {
-				err = srv.ServeTLS(ln, "", "")
-			} else {
-				err = srv.Serve(ln)
-			}
+			err := srv.Serve(ln)
 			if err != nil && !errors.Is(err, http.ErrServerClosed) {
 				select {
 				case g.serveErr <- fmt.Errorf("serve %s: %w", ln.Addr(), err):
@@ -405,6 +418,9 @@ func (g *gateway) pollOnce(ctx context.Context) error {
 	g.events.Emit(event.ReloadingConfiguration())
 	g.relay.SetCMPI(next.CMPI)
 	g.relay.SetMaxClients(next.MaxClients)
+	if err := g.applySecurity(next); err != nil {
+		g.log.Error("stored security settings are invalid; keeping the current ones", "err", err)
+	}
 	if !config.SameListen(cur, next) {
 		g.rebind(next.Listen)
 	}
@@ -462,6 +478,9 @@ func (g *gateway) shutdown() {
 	if g.stopPoll != nil {
 		g.stopPoll()
 	}
+	if g.stopWatch != nil {
+		g.stopWatch()
+	}
 	g.mu.Lock()
 	servers := g.servers
 	g.mu.Unlock()
@@ -498,4 +517,52 @@ func (g *gateway) shutdown() {
 	if g.closeStore != nil {
 		g.closeStore()
 	}
+}
+
+// setupTLS chooses the certificate: the administrator's files (watched for
+// replacement), ACME, or a self-signed one made once and kept. --no-tls is
+// the only way to have none.
+func (g *gateway) setupTLS(ctx context.Context) error {
+	cfg := g.cfg
+	switch {
+	case cfg.noTLS:
+		return nil
+	case cfg.tlsCert != "":
+		c, err := transport.LoadFiles(cfg.tlsCert, cfg.tlsKey)
+		if err != nil {
+			return err
+		}
+		g.certs.Set(c)
+		g.tls = transport.ServerConfig(g.certs.Get)
+		watchCtx, stop := context.WithCancel(context.WithoutCancel(ctx))
+		g.stopWatch = stop
+		g.bg.Add(1)
+		go func() {
+			defer g.bg.Done()
+			transport.WatchFiles(watchCtx, &g.certs, cfg.tlsCert, cfg.tlsKey, 2*time.Second, g.log)
+		}()
+	case len(cfg.acmeDomains) > 0:
+		m := transport.ACME(cfg.acmeDomains, cfg.acmeDir, cfg.acmeEmail, filepath.Join(cfg.store.dataDir, "acme"), g.acmeHTTPClient)
+		g.tls = transport.ServerConfig(m.GetCertificate, transport.ACMEProtocols...)
+	default:
+		host, _ := os.Hostname()
+		c, err := transport.SelfSigned(filepath.Join(cfg.store.dataDir, "tls"), []string{host})
+		if err != nil {
+			return err
+		}
+		g.certs.Set(c)
+		g.selfSigned = true
+		g.tls = transport.ServerConfig(g.certs.Get)
+	}
+	return nil
+}
+
+// applySecurity installs blocking and trusted proxies for the HTTP layer.
+func (g *gateway) applySecurity(c config.Config) error {
+	proxies, err := config.ParsePrefixes(c.TrustedProxies)
+	if err != nil {
+		return err
+	}
+	g.security.Store(&handlers.Security{BlockUnencrypted: c.BlockUnencrypted && g.tls != nil, TrustedProxies: proxies})
+	return nil
 }

@@ -3,11 +3,13 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -23,6 +25,7 @@ import (
 	"github.com/switchboard/switchboard/internal/pgtest"
 	"github.com/switchboard/switchboard/relay/peer"
 	"github.com/switchboard/switchboard/relay/wire"
+	"github.com/switchboard/switchboard/transport"
 )
 
 const testKey = "correct-horse-battery"
@@ -126,8 +129,19 @@ func (g *testGateway) startAgent(t testing.TB, key, name string, services map[st
 // startAgentCtx runs a Client agent until ctx is done or the test ends.
 func (g *testGateway) startAgentCtx(t testing.TB, parent context.Context, key, name string, services map[string]string) *agent.Agent {
 	t.Helper()
+	return g.startAgentWith(t, parent, g.dialer(), key, name, services)
+}
+
+// startAgentDialer runs a Client agent that dials with d.
+func (g *testGateway) startAgentDialer(t testing.TB, d peer.Dialer, key, name string, services map[string]string) *agent.Agent {
+	t.Helper()
+	return g.startAgentWith(t, context.Background(), d, key, name, services)
+}
+
+func (g *testGateway) startAgentWith(t testing.TB, parent context.Context, d peer.Dialer, key, name string, services map[string]string) *agent.Agent {
+	t.Helper()
 	a, err := agent.New(agent.Config{
-		Dialer: g.dialer(), Key: key, Name: name, Services: services, Version: "test",
+		Dialer: d, Key: key, Name: name, Services: services, Version: "test",
 		Logger:     testLogger(t),
 		MinBackoff: 50 * time.Millisecond, MaxBackoff: 500 * time.Millisecond,
 	})
@@ -288,4 +302,21 @@ func wireCode(err error) string {
 // hundreds of sessions would bury them.
 func testLogger(t testing.TB) *slog.Logger {
 	return slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
+}
+
+// https is the gateway's address for https (the same port as http).
+func (g *testGateway) https() string { return "https://" + g.listenAddrs()[0].String() }
+
+// httpsClient trusts exactly the gateway's certificate, by fingerprint.
+func (g *testGateway) httpsClient() *http.Client {
+	pin := g.certs.Fingerprint()
+	return &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{
+		InsecureSkipVerify: true, // replaced by the pin below
+		VerifyConnection: func(cs tls.ConnectionState) error {
+			if transport.Fingerprint(cs.PeerCertificates[0].Raw) != pin {
+				return errors.New("not the test gateway's certificate")
+			}
+			return nil
+		},
+	}}}
 }

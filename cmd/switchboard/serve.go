@@ -25,6 +25,12 @@ type serveConfig struct {
 	grace       time.Duration
 	logJSON     bool
 	metrics     []netip.Prefix
+	noTLS       bool
+	acmeDomains []string
+	acmeDir     string
+	acmeEmail   string
+	block       bool
+	trusted     []string
 	// explicit tells which flags were given (command line or environment);
 	// nil means all, as for tests that build a serveConfig directly.
 	explicit func(flag string) bool
@@ -45,8 +51,15 @@ here, or switchboard keys add).`, e.stderr)
 	var listen, keys listFlag
 	fs.Var(&listen, "listen", "address to listen on, IP:PORT or :PORT (repeatable; default :443, all interfaces)")
 	fs.Var(&keys, "gateway-key", "a gateway key to add at start, at least 8 characters (repeatable)")
-	fs.StringVar(&cfg.tlsCert, "tls-cert", "", "PEM certificate (chain) file for https")
+	fs.StringVar(&cfg.tlsCert, "tls-cert", "", "PEM certificate (chain) file for https; reloaded when the file is replaced")
 	fs.StringVar(&cfg.tlsKey, "tls-key", "", "PEM private key file for https")
+	var acmeDomains, trusted listFlag
+	fs.Var(&acmeDomains, "acme-domain", "get a certificate for this DNS name from an ACME authority such as Let's Encrypt (repeatable)")
+	fs.StringVar(&cfg.acmeDir, "acme-directory", "https://acme-v02.api.letsencrypt.org/directory", "ACME directory URL")
+	fs.StringVar(&cfg.acmeEmail, "acme-email", "", "contact e-mail for the ACME account")
+	fs.BoolVar(&cfg.noTLS, "no-tls", false, "serve plain HTTP only: no certificate at all (otherwise a self-signed one is made and kept when no other is given)")
+	fs.BoolVar(&cfg.block, "block-unencrypted", false, "refuse Clients and Controls that do not use https")
+	fs.Var(&trusted, "trusted-proxy", "address or CIDR of a TLS-terminating reverse proxy whose X-Forwarded-Proto/For are believed (repeatable)")
 	fs.IntVar(&cfg.maxClients, "max-clients", 0, "licensed maximum of concurrent Clients; 0 is unlimited")
 	cmpi := fs.Int("cmpi", 60, "Comms Management Packet Interval: seconds between a Client's heartbeats")
 	fs.StringVar(&cfg.logDir, "log-dir", "", "folder of the GW001.log, GW002.log, ... event logs (default DATA-DIR/logs)")
@@ -66,7 +79,7 @@ here, or switchboard keys add).`, e.stderr)
 	if len(pos) > 0 {
 		return fmt.Errorf("serve takes no arguments (got %q)", pos)
 	}
-	cfg.listen, cfg.gatewayKeys = listen, keys
+	cfg.listen, cfg.gatewayKeys, cfg.acmeDomains, cfg.trusted = listen, keys, acmeDomains, trusted
 	if len(cfg.listen) == 0 {
 		cfg.listen = []string{":443"}
 	}
@@ -77,6 +90,18 @@ here, or switchboard keys add).`, e.stderr)
 	if (cfg.tlsCert == "") != (cfg.tlsKey == "") {
 		return fmt.Errorf("--tls-cert and --tls-key go together")
 	}
+	modes := 0
+	for _, on := range []bool{cfg.tlsCert != "", len(cfg.acmeDomains) > 0, cfg.noTLS} {
+		if on {
+			modes++
+		}
+	}
+	if modes > 1 {
+		return fmt.Errorf("choose one of --tls-cert, --acme-domain and --no-tls")
+	}
+	if cfg.noTLS && cfg.block {
+		return fmt.Errorf("--block-unencrypted needs TLS: drop --no-tls")
+	}
 	cfg.explicit = fs.isSet
 	log := newLogger(e.stderr, cfg.logJSON)
 	g, err := startGateway(ctx, cfg, log)
@@ -85,6 +110,9 @@ here, or switchboard keys add).`, e.stderr)
 	}
 	for _, a := range g.listenAddrs() {
 		fmt.Fprintf(e.stderr, "gateway listening on %s\n", a)
+	}
+	if fp := g.certs.Fingerprint(); g.selfSigned && fp != "" {
+		fmt.Fprintf(e.stderr, "self-signed certificate; Clients and Controls pin it with --fingerprint %s\n", fp)
 	}
 	if !g.relay.HasKeys() {
 		fmt.Fprintln(e.stderr, "no gateway key is configured: Clients and Controls are refused until one is added with `switchboard keys add KEY`")

@@ -194,6 +194,8 @@ func writeClientConfig(path string, cf clientFlags) error {
 	line("gateway", cf.gf.gateway)
 	line("key", cf.gf.key)
 	line("ca", absOrEmpty(cf.gf.ca))
+	line("fingerprint", cf.gf.fingerprint)
+	line("proxy", cf.gf.proxy)
 	line("name", cf.name)
 	for _, s := range cf.services {
 		line("service", s)
