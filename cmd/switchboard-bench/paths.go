@@ -53,17 +53,19 @@ func (t *targets) Close() {
 
 // forwarders is a plain TCP forwarder in front of each service, chained hops
 // deep (one hop is the baseline; two hops is the relay's shape, Control →
-// gateway → Client agent → service, without the gateway).
+// gateway → Client agent → service, without the gateway), copying each
+// direction with half (pipeHalf: io.Copy, so splice(2); readWriteHalf: the
+// gateway's buffer loop).
 type forwarders struct {
 	servers []*server
 	front   map[string]string
 }
 
-func startForwarders(services map[string]string, hops int) (*forwarders, error) {
+func startForwarders(services map[string]string, hops int, half func(dst, src net.Conn)) (*forwarders, error) {
 	f := &forwarders{front: make(map[string]string)}
 	for name, addr := range services {
 		for range hops {
-			s, err := listen(forward(addr))
+			s, err := listen(forwardWith(addr, half))
 			if err != nil {
 				f.Close()
 				return nil, fmt.Errorf("forwarder for %s: %w", name, err)

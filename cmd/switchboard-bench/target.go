@@ -103,7 +103,10 @@ func sink(c net.Conn) {
 // forward is the plain TCP forwarder, the baseline: for each connection it
 // dials target and copies both ways with io.Copy, which Linux turns into
 // splice(2) between two TCP sockets. A clean EOF half-closes the other side.
-func forward(target string) func(net.Conn) {
+func forward(target string) func(net.Conn) { return forwardWith(target, pipeHalf) }
+
+// forwardWith is a forwarder copying each direction with half.
+func forwardWith(target string, half func(dst, src net.Conn)) func(net.Conn) {
 	return func(c net.Conn) {
 		var d net.Dialer
 		up, err := d.DialContext(context.Background(), "tcp", target)
@@ -114,9 +117,9 @@ func forward(target string) func(net.Conn) {
 		done := make(chan struct{})
 		go func() {
 			defer close(done)
-			pipeHalf(up, c)
+			half(up, c)
 		}()
-		pipeHalf(c, up)
+		half(c, up)
 		<-done
 	}
 }
@@ -128,6 +131,32 @@ func pipeHalf(dst, src net.Conn) {
 		return
 	}
 	_ = closeWrite(dst)
+}
+
+// readWriteHalf copies like the gateway's relay/session.go copyHalf: a
+// 32 KiB buffer, Read then Write, never splice(2). A forwarder using it shows
+// what not splicing costs, everything else equal.
+func readWriteHalf(dst, src net.Conn) {
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := src.Read(buf)
+		if n > 0 {
+			if _, werr := dst.Write(buf[:n]); werr != nil {
+				dst.Close()
+				src.Close()
+				return
+			}
+		}
+		if errors.Is(err, io.EOF) {
+			_ = closeWrite(dst)
+			return
+		}
+		if err != nil {
+			dst.Close()
+			src.Close()
+			return
+		}
+	}
 }
 
 // closeWrite half-closes c when it can (TCP, TLS, relay streams), or closes it.

@@ -1,0 +1,136 @@
+// Command switchboard-bench measures how close a Switchboard gateway comes
+// to a plain TCP forwarder, and what idle Clients cost it.
+//
+// In one process tree on loopback it starts an echo and a sink service, a
+// plain forwarder in front of them (io.Copy both ways: splice(2) on Linux),
+// real gateways (`switchboard serve`, plain HTTP and TLS, each with its
+// embedded PostgreSQL) and a Client agent process per gateway offering both
+// services. Through every path it measures, the same way and interleaved
+// over several rounds, bulk throughput (one and eight streams), 64-byte
+// ping-pong latency and session set-up time, and prints the medians with
+// their ratio to the forwarder next to the project's targets. Then it
+// connects N idle Clients to a fresh gateway and reports the gateway's
+// memory, goroutines and heartbeat CPU per Client.
+//
+//	go run ./cmd/switchboard-bench [--rounds 5] [--clients 10000] [--json]
+//
+// Benchmarks print figures; nothing here asserts a time.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+)
+
+type options struct {
+	rounds     int
+	bulkMB     int
+	parallelMB int
+	streams    int
+	pings      int
+	msgSize    int
+	sessions   int
+	only       string
+
+	clients   int
+	workers   int
+	hbEvery   time.Duration
+	cpuWindow time.Duration
+	settle    time.Duration
+
+	bin     string
+	keepDir bool
+	json    bool
+}
+
+func main() {
+	var o options
+	flag.IntVar(&o.rounds, "rounds", 5, "interleaved rounds over every path; 0 skips the path measurements")
+	flag.IntVar(&o.bulkMB, "bulk-mb", 256, "MiB sent to the sink by the single-stream bulk test")
+	flag.IntVar(&o.parallelMB, "parallel-mb", 64, "MiB sent to the sink by each stream of the parallel bulk test")
+	flag.IntVar(&o.streams, "streams", 8, "streams of the parallel bulk test")
+	flag.IntVar(&o.pings, "pings", 5000, "ping-pong round trips per path and round")
+	flag.IntVar(&o.msgSize, "msg-size", 64, "ping-pong message size in bytes")
+	flag.IntVar(&o.sessions, "sessions", 300, "sessions opened per path and round by the set-up test")
+	flag.StringVar(&o.only, "only", "bulk,pingpong,setup", "path measurements to run (comma-separated)")
+	flag.IntVar(&o.clients, "clients", 10000, "idle Clients to connect to a fresh gateway; 0 skips the idle test")
+	flag.IntVar(&o.workers, "connect-workers", 64, "idle Clients connecting at once")
+	flag.DurationVar(&o.hbEvery, "hb-every", 5*time.Second, "heartbeat interval of idle Clients during the CPU window")
+	flag.DurationVar(&o.cpuWindow, "cpu-window", 20*time.Second, "length of each idle CPU window")
+	flag.DurationVar(&o.settle, "settle", 120*time.Second, "longest wait for the gateway to settle after the idle Clients connect")
+	flag.StringVar(&o.bin, "switchboard", "", "switchboard binary to run (default: go build ./cmd/switchboard)")
+	flag.BoolVar(&o.keepDir, "keep", false, "keep the temporary directory (gateway logs, data dirs)")
+	flag.BoolVar(&o.json, "json", false, "print the figures as JSON")
+	flag.Parse()
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	rep, err := run(ctx, o)
+	if rep != nil {
+		if o.json {
+			err = errors.Join(err, rep.writeJSON(os.Stdout))
+		} else {
+			rep.writeTable(os.Stdout)
+		}
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "switchboard-bench:", err)
+		os.Exit(1)
+	}
+}
+
+func logf(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, "%s "+format+"\n", append([]any{time.Now().Format("15:04:05")}, args...)...)
+}
+
+func run(ctx context.Context, o options) (*report, error) {
+	// Each idle Client is one socket here and one in the gateway.
+	nofile, err := raiseNoFile(uint64(o.clients) + 4096)
+	if err != nil {
+		return nil, err
+	}
+	if o.clients+1024 > int(nofile) {
+		return nil, fmt.Errorf("--clients %d needs about %d open files per process, but RLIMIT_NOFILE is %d here (raise the hard limit)", o.clients, o.clients+1024, nofile)
+	}
+	dir, err := os.MkdirTemp("", "switchboard-bench-")
+	if err != nil {
+		return nil, fmt.Errorf("temporary directory: %w", err)
+	}
+	if err := os.Chmod(dir, 0o755); err != nil {
+		return nil, fmt.Errorf("temporary directory: %w", err)
+	}
+	if o.keepDir {
+		logf("keeping %s", dir)
+	} else {
+		defer os.RemoveAll(dir)
+	}
+	if o.bin == "" {
+		logf("building switchboard")
+		if o.bin, err = buildSwitchboard(ctx, dir); err != nil {
+			return nil, err
+		}
+	}
+	rep := newReport(o, nofile)
+	if o.rounds > 0 {
+		only := map[string]bool{}
+		for _, m := range strings.Split(o.only, ",") {
+			only[strings.TrimSpace(m)] = true
+		}
+		if err := runPaths(ctx, o, dir, only, rep); err != nil {
+			return rep, err
+		}
+	}
+	if o.clients > 0 {
+		if err := runIdle(ctx, o, dir, rep); err != nil {
+			return rep, err
+		}
+	}
+	return rep, nil
+}

@@ -1,0 +1,239 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"runtime"
+	"strings"
+	"text/tabwriter"
+)
+
+// Measurements taken on every path, each a median over rounds.
+const (
+	mBulk1    = "bulk_1_stream_mb_s"
+	mBulkN    = "bulk_parallel_mb_s"
+	mPingP50  = "pingpong_p50_us"
+	mPingP99  = "pingpong_p99_us"
+	mSetupP50 = "setup_p50_us"
+	mSetupP99 = "setup_p99_us"
+)
+
+var measureOrder = []string{mBulk1, mBulkN, mPingP50, mPingP99, mSetupP50, mSetupP99}
+
+const baseline = "forwarder"
+
+// report collects samples and renders them as a table or JSON.
+type report struct {
+	Machine machine         `json:"machine"`
+	Config  map[string]any  `json:"config"`
+	Paths   []*pathFigures  `json:"paths,omitempty"`
+	Targets []targetVerdict `json:"targets"`
+	Idle    *idleResult     `json:"idle,omitempty"`
+	streams int
+}
+
+type machine struct {
+	CPUs      int    `json:"cpus"`
+	CPUModel  string `json:"cpu_model"`
+	Kernel    string `json:"kernel"`
+	GoVersion string `json:"go_version"`
+	NoFile    uint64 `json:"rlimit_nofile"`
+}
+
+// pathFigures are one path's samples and medians.
+type pathFigures struct {
+	Name    string               `json:"name"`
+	Info    bool                 `json:"info,omitempty"`
+	Median  map[string]float64   `json:"median"`
+	Samples map[string][]float64 `json:"samples"`
+}
+
+type targetVerdict struct {
+	Target string  `json:"target"`
+	Value  float64 `json:"value"`
+	Limit  float64 `json:"limit"`
+	Unit   string  `json:"unit"`
+	Pass   bool    `json:"pass"`
+	Note   string  `json:"note,omitempty"`
+}
+
+func newReport(o options, nofile uint64) *report {
+	return &report{
+		Machine: machine{CPUs: runtime.NumCPU(), CPUModel: cpuModel(), Kernel: kernel(), GoVersion: runtime.Version(), NoFile: nofile},
+		Config: map[string]any{
+			"rounds": o.rounds, "bulk_mib": o.bulkMB, "parallel_mib_per_stream": o.parallelMB, "streams": o.streams,
+			"pings": o.pings, "msg_size": o.msgSize, "sessions": o.sessions, "clients": o.clients,
+			"hb_every_s": o.hbEvery.Seconds(), "cpu_window_s": o.cpuWindow.Seconds(), "only": o.only,
+		},
+		streams: o.streams,
+	}
+}
+
+func (r *report) addPath(p path) {
+	r.Paths = append(r.Paths, &pathFigures{Name: p.Name, Info: p.Info, Median: map[string]float64{}, Samples: map[string][]float64{}})
+}
+
+func (r *report) path(name string) *pathFigures {
+	for _, p := range r.Paths {
+		if p.Name == name {
+			return p
+		}
+	}
+	return nil
+}
+
+func (r *report) sample(pathName, m string, v float64) {
+	p := r.path(pathName)
+	p.Samples[m] = append(p.Samples[m], v)
+	p.Median[m] = median(p.Samples[m])
+}
+
+// judge compares the medians with the project's targets.
+func (r *report) judge() {
+	r.Targets = nil
+	base := r.path(baseline)
+	add := func(t targetVerdict, higherIsBetter bool) {
+		if higherIsBetter {
+			t.Pass = t.Value >= t.Limit
+		} else {
+			t.Pass = t.Value <= t.Limit
+		}
+		r.Targets = append(r.Targets, t)
+	}
+	for _, rp := range []struct {
+		name  string
+		ratio float64
+	}{{"relay-http", 0.9}, {"relay-tls", 0.6}} {
+		p := r.path(rp.name)
+		if p == nil || base == nil {
+			continue
+		}
+		for _, m := range []struct{ key, label string }{{mBulk1, "1 stream"}, {mBulkN, fmt.Sprintf("%d streams", r.streams)}} {
+			if b, v := base.Median[m.key], p.Median[m.key]; b > 0 && v > 0 {
+				add(targetVerdict{Target: fmt.Sprintf("%s throughput, %s, ≥ %.1f× forwarder", rp.name, m.label, rp.ratio), Value: v / b, Limit: rp.ratio, Unit: "×"}, true)
+			}
+		}
+		if b, v := base.Median[mPingP50], p.Median[mPingP50]; b > 0 && v > 0 {
+			add(targetVerdict{Target: rp.name + " added p50 latency ≤ 50 µs", Value: v - b, Limit: 50, Unit: "µs"}, false)
+		}
+		if v := p.Median[mSetupP50]; v > 0 {
+			add(targetVerdict{Target: rp.name + " session set-up p50 ≤ 2 ms", Value: v / 1000, Limit: 2, Unit: "ms"}, false)
+		}
+	}
+	if r.Idle != nil {
+		t := targetVerdict{Target: "gateway memory per idle Client ≤ 20 KiB at 100,000 Clients", Value: r.Idle.RSSPerClientKiB, Limit: 20, Unit: "KiB"}
+		if r.Idle.Clients < 100000 {
+			t.Note = fmt.Sprintf("measured at %d Clients", r.Idle.Clients)
+		}
+		add(t, false)
+	}
+}
+
+func (r *report) writeJSON(w io.Writer) error {
+	r.judge()
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	if err := enc.Encode(r); err != nil {
+		return fmt.Errorf("write JSON: %w", err)
+	}
+	return nil
+}
+
+func (r *report) writeTable(w io.Writer) {
+	r.judge()
+	fmt.Fprintf(w, "machine: %d CPUs, %s, Linux %s, %s\n\n", r.Machine.CPUs, r.Machine.CPUModel, r.Machine.Kernel, r.Machine.GoVersion)
+	if len(r.Paths) > 0 {
+		base := r.path(baseline)
+		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+		head := "median of rounds\t"
+		for _, p := range r.Paths {
+			head += p.Name + "\t"
+			if p != base {
+				head += "×fwd\t"
+			}
+		}
+		fmt.Fprintln(tw, head)
+		labels := map[string]string{
+			mBulk1: "bulk 1 stream MB/s", mBulkN: fmt.Sprintf("bulk %d streams MB/s", r.streams),
+			mPingP50: "ping-pong p50 µs", mPingP99: "ping-pong p99 µs",
+			mSetupP50: "set-up p50 µs", mSetupP99: "set-up p99 µs",
+		}
+		for _, m := range measureOrder {
+			if base == nil || len(base.Samples[m]) == 0 {
+				continue
+			}
+			line := labels[m] + "\t"
+			for _, p := range r.Paths {
+				line += fmt.Sprintf("%.0f\t", p.Median[m])
+				if p != base {
+					line += fmt.Sprintf("%.2f\t", p.Median[m]/base.Median[m])
+				}
+			}
+			fmt.Fprintln(tw, line)
+		}
+		if base != nil && len(base.Samples[mPingP50]) > 0 {
+			line := "added p50 µs\t\t"
+			for _, p := range r.Paths {
+				if p != base {
+					line += fmt.Sprintf("%+.0f\t\t", p.Median[mPingP50]-base.Median[mPingP50])
+				}
+			}
+			fmt.Fprintln(tw, line)
+		}
+		tw.Flush()
+		fmt.Fprintln(w, "\nFor context only: forwarder-rw32k is the forwarder copying like relay/session.go copyHalf (32 KiB Read/Write, no splice);")
+		fmt.Fprintln(w, "forwarder-2hop is two plain forwarders in a row, the relay's shape (Control → gateway → Client agent → service) without the gateway.")
+	}
+	if i := r.Idle; i != nil {
+		fmt.Fprintf(w, "\nidle Clients on a fresh plain-HTTP gateway (CMPI 60 s): %d connected in %.1f s\n", i.Clients, i.ConnectSeconds)
+		fmt.Fprintf(w, "  RSS        %d KiB → %d KiB: %.1f KiB per Client\n", i.RSSBeforeKiB, i.RSSAfterKiB, i.RSSPerClientKiB)
+		fmt.Fprintf(w, "             of which Go stacks %.1f KiB and Go heap in use %.1f KiB per Client (go_memstats_*_inuse_bytes)\n", i.StackPerClientKiB, i.HeapPerClientKiB)
+		fmt.Fprintf(w, "  goroutines %.0f → %.0f: %.2f per Client\n", i.GoroutinesBefore, i.GoroutinesAfter, i.GoroutinesPerClient)
+		fmt.Fprintf(w, "  CPU        %.2f s over %.0f s with heartbeats paused; %.2f s over %.0f s with %d heartbeats (one per Client every %.0f s)\n",
+			i.CPUQuietSeconds, i.WindowSeconds, i.CPUBusySeconds, i.WindowSeconds, i.HeartbeatsSent, i.HeartbeatEverySecond)
+		fmt.Fprintf(w, "             %.1f µs per heartbeat → %.3f CPU-seconds per minute for %d Clients at CMPI 60 s (%.2f%% of one core)\n",
+			i.CPUPerHeartbeatUs, i.CPUPerMinuteAt60s, i.Clients, i.CPUPerMinuteAt60s/60*100)
+		if i.Dropped > 0 {
+			fmt.Fprintf(w, "  WARNING: %d heartbeats found their connection dropped\n", i.Dropped)
+		}
+	}
+	if len(r.Targets) > 0 {
+		fmt.Fprintln(w, "\ntargets")
+		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+		for _, t := range r.Targets {
+			verdict := "PASS"
+			if !t.Pass {
+				verdict = "SHORT"
+			}
+			note := ""
+			if t.Note != "" {
+				note = " (" + t.Note + ")"
+			}
+			fmt.Fprintf(tw, "  %s\t%.2f %s\t%s%s\n", t.Target, t.Value, t.Unit, verdict, note)
+		}
+		tw.Flush()
+	}
+}
+
+func cpuModel() string {
+	b, err := os.ReadFile("/proc/cpuinfo")
+	if err != nil {
+		return "unknown CPU"
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if k, v, ok := strings.Cut(line, ":"); ok && strings.TrimSpace(k) == "model name" {
+			return strings.TrimSpace(v)
+		}
+	}
+	return "unknown CPU"
+}
+
+func kernel() string {
+	b, err := os.ReadFile("/proc/sys/kernel/osrelease")
+	if err != nil {
+		return "unknown"
+	}
+	return strings.TrimSpace(string(b))
+}

@@ -1,0 +1,183 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/switchboard/switchboard/control"
+)
+
+// benchKey is the gateway key of every bench gateway, Client and Control.
+const benchKey = "switchboard-bench-key"
+
+// benchClient is the name of the Client agent offering echo and sink.
+const benchClient = "bench"
+
+// stopGrace bounds the wait for a child process after SIGTERM.
+const stopGrace = 30 * time.Second
+
+// runPaths starts the services, forwarders, gateways and agents, measures
+// every path in interleaved rounds and stops everything again.
+func runPaths(ctx context.Context, o options, dir string, only map[string]bool, rep *report) (err error) {
+	tg, err := startTargets()
+	if err != nil {
+		return err
+	}
+	defer tg.Close()
+	fwd, err := startForwarders(tg.addrs(), 1, pipeHalf)
+	if err != nil {
+		return err
+	}
+	defer fwd.Close()
+	fwdRW, err := startForwarders(tg.addrs(), 1, readWriteHalf)
+	if err != nil {
+		return err
+	}
+	defer fwdRW.Close()
+	fwd2, err := startForwarders(tg.addrs(), 2, pipeHalf)
+	if err != nil {
+		return err
+	}
+	defer fwd2.Close()
+	cert, err := makeCert(dir)
+	if err != nil {
+		return err
+	}
+
+	paths := []path{
+		tcpPath("forwarder", false, fwd.front),
+		tcpPath("forwarder-rw32k", true, fwdRW.front),
+		tcpPath("forwarder-2hop", true, fwd2.front),
+	}
+	for _, gw := range []struct {
+		name string
+		cert *benchCert
+	}{{"relay-http", nil}, {"relay-tls", cert}} {
+		logf("starting gateway %s", gw.name)
+		g, err := startGateway(ctx, dir, "gateway-"+gw.name, gatewayOpts{bin: o.bin, key: benchKey, cmpi: 60, cert: gw.cert})
+		if err != nil {
+			return err
+		}
+		defer func() { err = errors.Join(err, g.Stop(stopGrace)) }()
+		ca := ""
+		if gw.cert != nil {
+			ca = gw.cert.certFile
+		}
+		ag, err := startAgent(dir, "agent-"+gw.name, o.bin, g, benchKey, benchClient, tg.addrs(), ca)
+		if err != nil {
+			return err
+		}
+		// Stops before its gateway (defers run last-in first-out).
+		defer func() { err = errors.Join(err, ag.Stop(stopGrace)) }()
+		ctl := &control.Control{Dialer: g.Dialer(), Key: benchKey, Name: "bench-control"}
+		if err := waitClient(ctx, ctl, benchClient, 30*time.Second); err != nil {
+			return fmt.Errorf("%s: %w (agent log %s)", gw.name, err, ag.log.Name())
+		}
+		paths = append(paths, relayPath(gw.name, ctl, benchClient))
+	}
+	for _, p := range paths {
+		rep.addPath(p)
+	}
+
+	bulkBytes := int64(o.bulkMB) << 20
+	parBytes := int64(o.parallelMB) << 20
+	steps := []struct {
+		group string
+		run   func(p path) error
+	}{
+		{"bulk", func(p path) error {
+			v, err := bulk(ctx, p, 1, bulkBytes)
+			if err == nil {
+				rep.sample(p.Name, mBulk1, v)
+			}
+			return err
+		}},
+		{"bulk", func(p path) error {
+			v, err := bulk(ctx, p, o.streams, parBytes)
+			if err == nil {
+				rep.sample(p.Name, mBulkN, v)
+			}
+			return err
+		}},
+		{"pingpong", func(p path) error {
+			l, err := pingPong(ctx, p, o.pings, o.pings/10, o.msgSize)
+			if err == nil {
+				rep.sample(p.Name, mPingP50, l.P50)
+				rep.sample(p.Name, mPingP99, l.P99)
+			}
+			return err
+		}},
+		{"setup", func(p path) error {
+			l, err := setup(ctx, p, o.sessions)
+			if err == nil {
+				rep.sample(p.Name, mSetupP50, l.P50)
+				rep.sample(p.Name, mSetupP99, l.P99)
+			}
+			return err
+		}},
+	}
+	for r := range o.rounds {
+		logf("round %d of %d", r+1, o.rounds)
+		for _, s := range steps {
+			if !only[s.group] {
+				continue
+			}
+			// Interleaved: every path once per step and round.
+			for _, p := range paths {
+				if err := s.run(p); err != nil {
+					return err
+				}
+			}
+		}
+	}
+	return nil
+}
+
+// waitClient waits until a browse with ctl's key lists the Client name.
+func waitClient(ctx context.Context, ctl *control.Control, name string, limit time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, limit)
+	defer cancel()
+	var last error
+	for {
+		list, err := ctl.Browse(ctx)
+		last = err
+		for _, c := range list {
+			if c.Name == name {
+				return nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("Client %q did not register: %w (last browse: %v)", name, ctx.Err(), last)
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// runIdle measures idle Clients on a gateway of their own, so that nothing
+// left over from the path measurements counts in its memory.
+func runIdle(ctx context.Context, o options, dir string, rep *report) (err error) {
+	logf("starting gateway for %d idle Clients", o.clients)
+	g, err := startGateway(ctx, dir, "gateway-idle", gatewayOpts{bin: o.bin, key: benchKey, cmpi: 60})
+	if err != nil {
+		return err
+	}
+	defer func() { err = errors.Join(err, g.Stop(stopGrace)) }()
+	// Let the fresh gateway finish starting (first key poll, first events).
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-time.After(3 * time.Second):
+	}
+	res, err := measureIdle(ctx, g, idleOpts{
+		clients: o.clients, workers: o.workers, key: benchKey,
+		window: o.cpuWindow, hbEvery: o.hbEvery, settle: o.settle, logf: logf,
+	})
+	if err != nil {
+		return fmt.Errorf("idle Clients: %w", err)
+	}
+	rep.Idle = &res
+	return nil
+}
