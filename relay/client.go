@@ -191,6 +191,8 @@ func (s *Server) clientLoop(ctx context.Context, c *client, p *peerConn) error {
 	var r interface{ Read([]byte) (int, error) } = p.conn
 	if p.r != nil && p.r.Buffered() > 0 {
 		r = p.r
+	} else {
+		p.r = nil
 	}
 	stop := context.AfterFunc(ctx, func() { c.conn.Close() })
 	defer stop()
@@ -204,7 +206,7 @@ func (s *Server) clientLoop(ctx context.Context, c *client, p *peerConn) error {
 			return err
 		}
 		if p.r != nil && r == p.r && p.r.Buffered() == 0 {
-			r = p.conn
+			r, p.r = p.conn, nil // let the handshake's buffer go
 		}
 		c.lastSeen.Store(time.Now().UnixNano())
 		switch t {

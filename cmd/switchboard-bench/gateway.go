@@ -133,7 +133,9 @@ func startGateway(ctx context.Context, dir, name string, o gatewayOpts) (*gatewa
 	g := &gateway{addr: addr}
 	if o.cert != nil {
 		args = append(args, "--tls-cert", o.cert.certFile, "--tls-key", o.cert.keyFile)
-		g.tls = &tls.Config{RootCAs: o.cert.pool}
+		// A session cache, as the switchboard CLI has: session connections
+		// resume TLS instead of a full handshake each.
+		g.tls = &tls.Config{RootCAs: o.cert.pool, ClientSessionCache: tls.NewLRUClientSessionCache(64)}
 	}
 	g.proc, err = startProc(name, filepath.Join(dir, name+".log"), o.bin, args...)
 	if err != nil {

@@ -46,7 +46,8 @@ func (g *gatewayFlags) dialer(userAgent string) (peer.Dialer, error) {
 	if err != nil {
 		return peer.Dialer{}, err
 	}
-	d := peer.Dialer{Gateway: gw, UserAgent: userAgent, Proxy: peer.ProxyFromEnvironment}
+	d := peer.Dialer{Gateway: gw, UserAgent: userAgent, Proxy: peer.ProxyFromEnvironment,
+		SessionCache: tls.NewLRUClientSessionCache(64)}
 	switch g.proxy {
 	case "":
 	case "none":

@@ -83,6 +83,10 @@ type Dialer struct {
 	// of its DER bytes (lowercase hex) instead of verifying a chain: what a
 	// self-signed gateway certificate needs.
 	Fingerprint string
+	// SessionCache lets later TLS connections resume the first one's
+	// session: a Client's session connections then skip the full
+	// handshake. Nil means every connection does a full one.
+	SessionCache tls.ClientSessionCache
 	// Proxy chooses an HTTP proxy for the gateway; nil means none.
 	// ProxyFromEnvironment follows HTTPS_PROXY and NO_PROXY.
 	Proxy func(Gateway) (*url.URL, error)
@@ -143,6 +147,9 @@ func (d *Dialer) Dial(ctx context.Context) (*Conn, error) {
 		}
 		// The relay needs HTTP/1.1's Upgrade: never negotiate h2.
 		cfg.NextProtos = []string{"http/1.1"}
+		if d.SessionCache != nil && cfg.ClientSessionCache == nil {
+			cfg.ClientSessionCache = d.SessionCache
+		}
 		if d.Fingerprint != "" {
 			pin := d.Fingerprint
 			// The pin replaces chain verification, not verification.
