@@ -66,6 +66,11 @@ type Console struct {
 	Stopping <-chan struct{}
 	// Now is the clock; tests may fix it.
 	Now func() time.Time
+	// Certificate describes the certificate in use; nil shows none.
+	Certificate func() web.CertInfo
+	// UseCertificate installs an uploaded certificate and key and returns
+	// its fingerprint; nil when the certificate cannot be replaced here.
+	UseCertificate func(certPEM, keyPEM []byte) (string, error)
 	// HTTPS sends console requests that arrive unencrypted to https on the
 	// same address (the gateway's port speaks both): passwords and session
 	// cookies never cross a network in clear.
@@ -98,6 +103,8 @@ func (c *Console) routes() http.Handler {
 		r.Post("/config/general", c.saveGeneral)
 		r.Post("/config/servers", c.saveServers)
 		r.Post("/config/licences", c.saveLicences)
+		r.Post("/config/security", c.saveSecurity)
+		r.Post("/config/security/certificate", c.uploadCertificate)
 		r.Post("/config/keys/add", c.addKey)
 		r.Post("/config/keys/{id}/remove", c.removeKey)
 		r.Post("/config/keys/{id}/label", c.labelKey)

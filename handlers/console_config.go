@@ -18,7 +18,7 @@ import (
 	"github.com/switchboard/switchboard/web"
 )
 
-var configTabs = []string{"general", "keys", "operators", "servers", "licences"}
+var configTabs = []string{"general", "keys", "operators", "servers", "licences", "security"}
 
 const (
 	flashOK    = "flash"
@@ -42,6 +42,10 @@ func (c *Console) configPage(w http.ResponseWriter, r *http.Request) {
 		Listen: strings.Join(cfg.Listen, "\n"), CMPISeconds: int(cfg.CMPI / time.Second), LogDir: cfg.LogDir,
 		LogMaxKB: cfg.LogMaxKB, ServerRole: cfg.ServerRole, Roles: config.Roles, Peers: strings.Join(cfg.PeerGateways, "\n"),
 		MaxClients: cfg.MaxClients, ClientsInUse: c.Relay.Stats().Clients, Self: operatorOf(r).Name,
+		Block: cfg.BlockUnencrypted, Proxies: strings.Join(cfg.TrustedProxies, "\n"),
+	}
+	if c.Certificate != nil {
+		v.Cert = c.Certificate()
 	}
 	switch tab {
 	case "keys":
@@ -285,4 +289,37 @@ func (c *Console) updateOperator(w http.ResponseWriter, r *http.Request) {
 		c.emit(r, event.KindConfig, fmt.Sprintf("Operator %s changed operator %s: %s", operatorOf(r).Name, name, what))
 	}
 	c.done(w, r, "operators", err, "Saved operator "+name+".")
+}
+
+func (c *Console) saveSecurity(w http.ResponseWriter, r *http.Request) {
+	msg, err := c.changeConfig(r, func(cfg *config.Config) error {
+		cfg.BlockUnencrypted = r.PostForm.Get("block") == "1"
+		cfg.TrustedProxies = config.SplitList(r.PostForm.Get("proxies"))
+		if cfg.BlockUnencrypted && c.Certificate != nil && c.Certificate().Fingerprint == "" {
+			return badRequest("This gateway serves no certificate (--no-tls): blocking unencrypted peers would refuse everyone.")
+		}
+		return nil
+	})
+	c.done(w, r, "security", err, msg)
+}
+
+// uploadCertificate installs a pasted certificate and key.
+func (c *Console) uploadCertificate(w http.ResponseWriter, r *http.Request) {
+	if c.UseCertificate == nil {
+		c.done(w, r, "security", badRequest("This gateway's certificate comes from ACME or it runs without TLS: it cannot be replaced here."), "")
+		return
+	}
+	if err := r.ParseForm(); err != nil {
+		c.done(w, r, "security", badRequest("The form could not be read."), "")
+		return
+	}
+	fp, err := c.UseCertificate([]byte(r.PostForm.Get("cert")), []byte(r.PostForm.Get("key")))
+	if err != nil {
+		// The message comes from parsing PEM the administrator pasted: it
+		// names no secret.
+		c.done(w, r, "security", badRequest("The certificate and key do not load: "+err.Error()), "")
+		return
+	}
+	c.emit(r, event.KindConfig, fmt.Sprintf("Operator %s installed a new certificate (SHA-256 %s)", operatorOf(r).Name, fp))
+	c.done(w, r, "security", nil, "The new certificate is in use for new connections.")
 }

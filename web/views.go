@@ -149,6 +149,20 @@ type ConfigView struct {
 	Keys         []KeyRow
 	Operators    []OperatorRow
 	Self         string // the signed-in operator
+	Cert         CertInfo
+	Block        bool
+	Proxies      string // one per line
+}
+
+// CertInfo describes the certificate the gateway presents.
+type CertInfo struct {
+	Source      string // "own certificate", "ACME (Let's Encrypt)", "self-signed", "none (plain HTTP only)"
+	Subject     string
+	Names       []string
+	NotAfter    time.Time
+	Fingerprint string
+	// Uploadable: a certificate pasted in the console replaces this one.
+	Uploadable bool
 }
 
 // Ago renders how long ago t was, compactly.

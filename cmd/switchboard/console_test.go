@@ -378,3 +378,49 @@ func TestConsoleRefusesCrossOrigin(t *testing.T) {
 	}
 	g.waitEvent(t, fmt.Sprintf("Operator %s changed maximum Clients from unlimited to 3", adminName))
 }
+
+// TestConsoleSecurityTab shows the fingerprint, installs a pasted
+// certificate and turns on the blocking of unencrypted peers.
+func TestConsoleSecurityTab(t *testing.T) {
+	g := consoleGateway(t)
+	b := newBrowser(t)
+	b.signIn(g)
+	b.run("open Security", chromedp.Navigate(g.https()+"/console/config/security"), chromedp.WaitVisible(`#fingerprint`, chromedp.ByQuery))
+	if got := b.text(`#fingerprint`); got != g.certs.Fingerprint() {
+		t.Fatalf("shown fingerprint %q, serving %q", got, g.certs.Fingerprint())
+	}
+
+	certFile, keyFile := writeSelfSigned(t, t.TempDir())
+	certPEM, _ := os.ReadFile(certFile)
+	keyPEM, _ := os.ReadFile(keyFile)
+	old := g.certs.Fingerprint()
+	b.run("paste a certificate",
+		chromedp.SetValue(`#cert_pem`, string(certPEM), chromedp.ByQuery),
+		chromedp.SetValue(`#key_pem`, string(keyPEM), chromedp.ByQuery),
+		chromedp.Submit(`#cert_pem`, chromedp.ByQuery),
+		chromedp.WaitVisible(`.flash.ok`, chromedp.ByQuery),
+	)
+	served := servedFingerprint(t, g.listenAddrs()[0].String())
+	if served == old || served != g.certs.Fingerprint() {
+		t.Fatalf("served %s after the upload (was %s)", served, old)
+	}
+	if _, err := os.Stat(filepath.Join(g.cfg.store.dataDir, "tls", "uploaded.key")); err != nil {
+		t.Fatalf("the uploaded certificate is not kept: %v", err)
+	}
+
+	if _, err := g.control(testKey, "op").Browse(context.Background()); err != nil {
+		t.Fatalf("plain browse before blocking: %v", err)
+	}
+	b.run("block unencrypted peers",
+		chromedp.Navigate(g.https()+"/console/config/security"),
+		chromedp.WaitVisible(`#block`, chromedp.ByQuery),
+		chromedp.Click(`#block`, chromedp.ByQuery),
+		chromedp.Submit(`#block`, chromedp.ByQuery),
+		chromedp.WaitVisible(`.flash.ok`, chromedp.ByQuery),
+	)
+	waitFor(t, "plain peers to be refused", 5*time.Second, func() bool {
+		_, err := g.control(testKey, "op").Browse(context.Background())
+		return err != nil && strings.Contains(err.Error(), "only encrypted")
+	})
+	g.waitEvent(t, "Operator admin changed blocking of unencrypted peers from off to on")
+}

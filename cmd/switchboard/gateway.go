@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -13,6 +14,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -29,6 +31,7 @@ import (
 	"github.com/switchboard/switchboard/relay"
 	"github.com/switchboard/switchboard/static"
 	"github.com/switchboard/switchboard/transport"
+	"github.com/switchboard/switchboard/web"
 )
 
 // gateway is a running `serve`.
@@ -177,12 +180,16 @@ func startGateway(ctx context.Context, cfg serveConfig, log *slog.Logger) (g *ga
 		Console: &handlers.Console{
 			Relay: g.relay, Store: st, Config: runtimeStore{st, cfg.runtimeConfig()}, Sessions: sessions, Events: sink,
 			Asset: assets.URL, Logger: log, Stopping: g.stopping, HTTPS: g.tls != nil,
+			Certificate: g.certificateInfo,
 			AddKey: func(ctx context.Context, key, label string) (string, bool, error) {
 				return addKey(ctx, st, salt, key, label)
 			},
 		}}
 	if m != nil {
 		h.Metrics = m.Handler(cfg.metrics)
+	}
+	if g.tls != nil && len(cfg.acmeDomains) == 0 {
+		h.Console.UseCertificate = g.useCertificate
 	}
 	g.routes = h.Routes()
 	if err := g.listen(rc.Listen); err != nil {
@@ -545,6 +552,12 @@ func (g *gateway) setupTLS(ctx context.Context) error {
 		m := transport.ACME(cfg.acmeDomains, cfg.acmeDir, cfg.acmeEmail, filepath.Join(cfg.store.dataDir, "acme"), g.acmeHTTPClient)
 		g.tls = transport.ServerConfig(m.GetCertificate, transport.ACMEProtocols...)
 	default:
+		// A certificate uploaded in the console wins over the self-signed one.
+		if c, err := transport.LoadFiles(g.uploadedCertFiles()); err == nil {
+			g.certs.Set(c)
+			g.tls = transport.ServerConfig(g.certs.Get)
+			return nil
+		}
 		host, _ := os.Hostname()
 		c, err := transport.SelfSigned(filepath.Join(cfg.store.dataDir, "tls"), []string{host})
 		if err != nil {
@@ -555,6 +568,71 @@ func (g *gateway) setupTLS(ctx context.Context) error {
 		g.tls = transport.ServerConfig(g.certs.Get)
 	}
 	return nil
+}
+
+func (g *gateway) uploadedCertFiles() (certFile, keyFile string) {
+	dir := filepath.Join(g.cfg.store.dataDir, "tls")
+	return filepath.Join(dir, "uploaded.crt"), filepath.Join(dir, "uploaded.key")
+}
+
+// useCertificate installs a certificate pasted in the console, keeping it
+// for later starts. New handshakes get it at once; connected peers keep
+// their sessions.
+func (g *gateway) useCertificate(certPEM, keyPEM []byte) (string, error) {
+	pair, err := tls.X509KeyPair(certPEM, keyPEM)
+	if err != nil {
+		return "", err
+	}
+	certFile, keyFile := g.uploadedCertFiles()
+	if err := os.MkdirAll(filepath.Dir(certFile), 0o700); err != nil {
+		return "", err
+	}
+	if err := os.WriteFile(keyFile, keyPEM, 0o600); err != nil {
+		return "", err
+	}
+	if err := os.WriteFile(certFile, certPEM, 0o644); err != nil {
+		return "", err
+	}
+	g.certs.Set(&pair)
+	g.mu.Lock()
+	g.selfSigned = false
+	g.mu.Unlock()
+	return transport.Fingerprint(pair.Certificate[0]), nil
+}
+
+// isSelfSigned reports whether the certificate in use is the gateway's own.
+func (g *gateway) isSelfSigned() bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.selfSigned
+}
+
+// certificateInfo describes the certificate in use, for the console.
+func (g *gateway) certificateInfo() web.CertInfo {
+	cfg := g.cfg
+	switch {
+	case g.tls == nil:
+		return web.CertInfo{Source: "none: plain HTTP only (--no-tls)"}
+	case len(cfg.acmeDomains) > 0:
+		return web.CertInfo{Source: "ACME (" + cfg.acmeDir + ") for " + strings.Join(cfg.acmeDomains, ", "), Names: cfg.acmeDomains}
+	}
+	info := web.CertInfo{Source: "own certificate", Uploadable: true, Fingerprint: g.certs.Fingerprint()}
+	if g.isSelfSigned() {
+		info.Source = "self-signed, made by this gateway"
+	}
+	if cfg.tlsCert != "" {
+		info.Source = "own certificate from " + cfg.tlsCert + " (reloaded when the file changes)"
+	}
+	if c, err := g.certs.Get(nil); err == nil && len(c.Certificate) > 0 {
+		if leaf, err := x509.ParseCertificate(c.Certificate[0]); err == nil {
+			info.Subject, info.NotAfter = leaf.Subject.String(), leaf.NotAfter
+			info.Names = leaf.DNSNames
+			for _, ip := range leaf.IPAddresses {
+				info.Names = append(info.Names, ip.String())
+			}
+		}
+	}
+	return info
 }
 
 // applySecurity installs blocking and trusted proxies for the HTTP layer.

@@ -111,7 +111,7 @@ here, or switchboard keys add).`, e.stderr)
 	for _, a := range g.listenAddrs() {
 		fmt.Fprintf(e.stderr, "gateway listening on %s\n", a)
 	}
-	if fp := g.certs.Fingerprint(); g.selfSigned && fp != "" {
+	if fp := g.certs.Fingerprint(); g.isSelfSigned() && fp != "" {
 		fmt.Fprintf(e.stderr, "self-signed certificate; Clients and Controls pin it with --fingerprint %s\n", fp)
 	}
 	if !g.relay.HasKeys() {

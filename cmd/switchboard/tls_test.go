@@ -27,8 +27,8 @@ func TestSelfSignedFingerprintPinning(t *testing.T) {
 	cfg.gatewayKeys = []string{testKey}
 	g := mustStartGatewayConfig(t, cfg)
 	fp := g.certs.Fingerprint()
-	if !g.selfSigned || len(fp) != 64 {
-		t.Fatalf("self-signed %v, fingerprint %q", g.selfSigned, fp)
+	if !g.isSelfSigned() || len(fp) != 64 {
+		t.Fatalf("self-signed %v, fingerprint %q", g.isSelfSigned(), fp)
 	}
 	gw := g.https()
 	upper := strings.ToUpper(fp[:2]) + ":" + fp[2:] // people paste all sorts
