@@ -80,7 +80,13 @@ func (cfg serveConfig) runtimeConfig() config.Config {
 // startGateway brings a gateway up: database, event log, relay, listeners.
 // On failure everything started so far is stopped again, and the failure is
 // still recorded (in the log files and the spool, if not the database).
-func startGateway(ctx context.Context, cfg serveConfig, log *slog.Logger) (g *gateway, err error) {
+func startGateway(ctx context.Context, cfg serveConfig, log *slog.Logger) (*gateway, error) {
+	return startGatewayWith(ctx, cfg, log, nil)
+}
+
+// startGatewayWith lets tests adjust the gateway before it starts (the
+// HTTP client of a test ACME server, for one).
+func startGatewayWith(ctx context.Context, cfg serveConfig, log *slog.Logger, adjust func(*gateway)) (g *gateway, err error) {
 	if cfg.logDir == "" {
 		cfg.logDir = filepath.Join(cfg.store.dataDir, "logs")
 	}
@@ -92,6 +98,9 @@ func startGateway(ctx context.Context, cfg serveConfig, log *slog.Logger) (g *ga
 	}
 	g = &gateway{cfg: cfg, log: log, store: &lateStore{}, stopping: make(chan struct{}),
 		eventsDone: make(chan struct{}), serveErr: make(chan error, 16)}
+	if adjust != nil {
+		adjust(g)
+	}
 	// Events before the event log exists wait here: its folder is part of
 	// the stored configuration.
 	early := []event.Event{event.Running(product, version, runtime.GOOS+"/"+runtime.GOARCH)}
