@@ -42,6 +42,12 @@ type Config struct {
 	// TrustedProxies are the addresses (CIDR) of TLS-terminating reverse
 	// proxies whose X-Forwarded-Proto and X-Forwarded-For are believed.
 	TrustedProxies []string
+	// TLSSource is where the certificate comes from: self-signed,
+	// uploaded or acme (certificate files are a start flag, not a setting).
+	TLSSource     string
+	ACMEDomains   []string
+	ACMEEmail     string
+	ACMEDirectory string
 }
 
 // Validate reports the first problem in a form an administrator can act on.
@@ -107,10 +113,14 @@ const (
 	keyPeers      = "peer_gateways"
 	keyBlock      = "block_unencrypted"
 	keyProxies    = "trusted_proxies"
+	keyTLSSource  = "tls_source"
+	keyACMENames  = "acme_domains"
+	keyACMEEmail  = "acme_email"
+	keyACMEDir    = "acme_directory"
 )
 
 // Names lists every setting this package owns.
-var Names = []string{keyListen, keyCMPI, keyMaxClients, keyLogDir, keyLogMaxKB, keyServerRole, keyPeers, keyBlock, keyProxies}
+var Names = []string{keyListen, keyCMPI, keyMaxClients, keyLogDir, keyLogMaxKB, keyServerRole, keyPeers, keyBlock, keyProxies, keyTLSSource, keyACMENames, keyACMEEmail, keyACMEDir}
 
 // Rows renders c as settings rows.
 func (c Config) Rows() map[string]string {
@@ -124,6 +134,10 @@ func (c Config) Rows() map[string]string {
 		keyPeers:      strings.Join(c.PeerGateways, ","),
 		keyBlock:      strconv.FormatBool(c.BlockUnencrypted),
 		keyProxies:    strings.Join(c.TrustedProxies, ","),
+		keyTLSSource:  c.TLSSource,
+		keyACMENames:  strings.Join(c.ACMEDomains, ","),
+		keyACMEEmail:  c.ACMEEmail,
+		keyACMEDir:    c.ACMEDirectory,
 	}
 }
 
@@ -176,6 +190,18 @@ func FromRows(base Config, rows map[string]string) (Config, error) {
 	if v, ok := rows[keyProxies]; ok {
 		c.TrustedProxies = splitList(v)
 	}
+	if v, ok := rows[keyTLSSource]; ok {
+		c.TLSSource = v
+	}
+	if v, ok := rows[keyACMENames]; ok {
+		c.ACMEDomains = splitList(v)
+	}
+	if v, ok := rows[keyACMEEmail]; ok {
+		c.ACMEEmail = v
+	}
+	if v, ok := rows[keyACMEDir]; ok {
+		c.ACMEDirectory = v
+	}
 	return c, nil
 }
 
@@ -208,6 +234,10 @@ func Changes(old, cur Config) []string {
 	add("peer gateways", strings.Join(old.PeerGateways, ", "), strings.Join(cur.PeerGateways, ", "))
 	add("blocking of unencrypted peers", onOff(old.BlockUnencrypted), onOff(cur.BlockUnencrypted))
 	add("trusted proxies", strings.Join(old.TrustedProxies, ", "), strings.Join(cur.TrustedProxies, ", "))
+	add("certificate source", old.TLSSource, cur.TLSSource)
+	add("ACME domains", strings.Join(old.ACMEDomains, ", "), strings.Join(cur.ACMEDomains, ", "))
+	add("ACME e-mail", old.ACMEEmail, cur.ACMEEmail)
+	add("ACME directory", old.ACMEDirectory, cur.ACMEDirectory)
 	return out
 }
 

@@ -105,6 +105,8 @@ func (c *Console) routes() http.Handler {
 		r.Post("/config/licences", c.saveLicences)
 		r.Post("/config/security", c.saveSecurity)
 		r.Post("/config/security/certificate", c.uploadCertificate)
+		r.Post("/config/security/acme", c.useACME)
+		r.Post("/config/security/self-signed", c.useSelfSigned)
 		r.Post("/config/keys/add", c.addKey)
 		r.Post("/config/keys/{id}/remove", c.removeKey)
 		r.Post("/config/keys/{id}/label", c.labelKey)

@@ -43,6 +43,7 @@ func (c *Console) configPage(w http.ResponseWriter, r *http.Request) {
 		LogMaxKB: cfg.LogMaxKB, ServerRole: cfg.ServerRole, Roles: config.Roles, Peers: strings.Join(cfg.PeerGateways, "\n"),
 		MaxClients: cfg.MaxClients, ClientsInUse: c.Relay.Stats().Clients, Self: operatorOf(r).Name,
 		Block: cfg.BlockUnencrypted, Proxies: strings.Join(cfg.TrustedProxies, "\n"),
+		ACMEDomains: strings.Join(cfg.ACMEDomains, "\n"), ACMEEmail: cfg.ACMEEmail, ACMEDirectory: cfg.ACMEDirectory,
 	}
 	if c.Certificate != nil {
 		v.Cert = c.Certificate()
@@ -321,5 +322,40 @@ func (c *Console) uploadCertificate(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	c.emit(r, event.KindConfig, fmt.Sprintf("Operator %s installed a new certificate (SHA-256 %s)", operatorOf(r).Name, fp))
+	// Remembered as the source, so the next start serves it too.
+	if _, err := c.changeConfig(r, func(cfg *config.Config) error {
+		cfg.TLSSource = "uploaded"
+		return nil
+	}); err != nil {
+		c.done(w, r, "security", err, "")
+		return
+	}
 	c.done(w, r, "security", nil, "The new certificate is in use for new connections.")
+}
+
+// useACME makes the gateway get its certificate from an ACME authority.
+func (c *Console) useACME(w http.ResponseWriter, r *http.Request) {
+	msg, err := c.changeConfig(r, func(cfg *config.Config) error {
+		domains := config.SplitList(r.PostForm.Get("domains"))
+		dir := strings.TrimSpace(r.PostForm.Get("directory"))
+		if len(domains) == 0 {
+			return badRequest("Give the DNS names the certificate is for.")
+		}
+		if !strings.HasPrefix(dir, "https://") {
+			return badRequest("The ACME directory is an https:// URL.")
+		}
+		cfg.TLSSource, cfg.ACMEDomains, cfg.ACMEDirectory = "acme", domains, dir
+		cfg.ACMEEmail = strings.TrimSpace(r.PostForm.Get("email"))
+		return nil
+	})
+	c.done(w, r, "security", err, msg)
+}
+
+// useSelfSigned goes back to the gateway's own self-signed certificate.
+func (c *Console) useSelfSigned(w http.ResponseWriter, r *http.Request) {
+	msg, err := c.changeConfig(r, func(cfg *config.Config) error {
+		cfg.TLSSource = "self-signed"
+		return nil
+	})
+	c.done(w, r, "security", err, msg)
 }

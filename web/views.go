@@ -152,6 +152,8 @@ type ConfigView struct {
 	Cert         CertInfo
 	Block        bool
 	Proxies      string // one per line
+	// ACME settings, for the form that switches to ACME.
+	ACMEDomains, ACMEEmail, ACMEDirectory string
 }
 
 // CertInfo describes the certificate the gateway presents.

@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http/httptest"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -17,6 +18,8 @@ import (
 	pebbledb "github.com/letsencrypt/pebble/v2/db"
 	"github.com/letsencrypt/pebble/v2/va"
 	"github.com/letsencrypt/pebble/v2/wfe"
+
+	"github.com/chromedp/chromedp"
 
 	"github.com/switchboard/switchboard/relay/peer"
 )
@@ -32,37 +35,17 @@ func TestACMECertificateFromPebble(t *testing.T) {
 	_, portText, _ := net.SplitHostPort(addr)
 	port, _ := strconv.Atoi(portText)
 
-	logger := log.New(io.Discard, "", 0)
-	// A DNS server of Pebble's own test kit answers 127.0.0.1 for every name,
-	// so the validation authority finds the gateway by its DNS name.
-	dnsAddr := freePort(t)
-	dns, err := challtestsrv.New(challtestsrv.Config{DNSAddrs: []string{dnsAddr}, Log: logger})
-	if err != nil {
-		t.Fatal(err)
-	}
-	dns.SetDefaultDNSIPv4("127.0.0.1")
-	dns.SetDefaultDNSIPv6("")
-	go dns.Run()
-	t.Cleanup(dns.Shutdown)
-	store := pebbledb.NewMemoryStore()
-	authority := ca.New(logger, store, "", "ecdsa", 0, 1, map[string]ca.Profile{"default": {Description: "default"}})
-	// The validation authority checks tls-alpn-01 on the gateway's port.
-	validator := va.New(logger, 0, port, false, dnsAddr, store)
-	front := wfe.New(logger, store, validator, authority, []string{"pebble.letsencrypt.org"}, false, false, 0, 0)
-	acmeServer := httptest.NewTLSServer(front.Handler())
-	t.Cleanup(acmeServer.Close)
+	dirURL, roots, acmeServer := startPebble(t, port)
 
 	cfg := baseConfig(t)
 	cfg.gatewayKeys = []string{testKey}
 	cfg.listen = []string{addr}
 	const domain = "gw.switchboard.test"
 	cfg.acmeDomains = []string{domain}
-	cfg.acmeDir = acmeServer.URL + wfe.DirectoryPath
+	cfg.acmeDir = dirURL
 	cfg.acmeEmail = "ops@example.com"
 	g := startACMEGateway(t, cfg, acmeServer)
 
-	roots := x509.NewCertPool()
-	roots.AddCert(authority.GetRootCert(0).Cert)
 	gw, err := peer.ParseGateway("https://" + addr)
 	if err != nil {
 		t.Fatal(err)
@@ -102,4 +85,71 @@ func startACMEGateway(t *testing.T, cfg serveConfig, acmeServer *httptest.Server
 	go func() { tg.done <- g.wait(ctx) }()
 	t.Cleanup(tg.stop)
 	return tg
+}
+
+// startPebble runs Pebble's ACME server in the test, validating on
+// gatewayPort, and returns its directory URL, its root and its server.
+func startPebble(t *testing.T, gatewayPort int) (string, *x509.CertPool, *httptest.Server) {
+	t.Helper()
+	logger := log.New(io.Discard, "", 0)
+	// A DNS server of Pebble's own test kit answers 127.0.0.1 for every name,
+	// so the validation authority finds the gateway by its DNS name.
+	dnsAddr := freePort(t)
+	dns, err := challtestsrv.New(challtestsrv.Config{DNSAddrs: []string{dnsAddr}, Log: logger})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dns.SetDefaultDNSIPv4("127.0.0.1")
+	dns.SetDefaultDNSIPv6("")
+	go dns.Run()
+	t.Cleanup(dns.Shutdown)
+	store := pebbledb.NewMemoryStore()
+	authority := ca.New(logger, store, "", "ecdsa", 0, 1, map[string]ca.Profile{"default": {Description: "default"}})
+	// The validation authority checks tls-alpn-01 on the gateway's port.
+	validator := va.New(logger, 0, gatewayPort, false, dnsAddr, store)
+	front := wfe.New(logger, store, validator, authority, []string{"pebble.letsencrypt.org"}, false, false, 0, 0)
+	acmeServer := httptest.NewTLSServer(front.Handler())
+	t.Cleanup(acmeServer.Close)
+	roots := x509.NewCertPool()
+	roots.AddCert(authority.GetRootCert(0).Cert)
+	return acmeServer.URL + wfe.DirectoryPath, roots, acmeServer
+
+}
+
+// TestConsoleSwitchesToACME: an admin turns ACME on in the Security tab of a
+// gateway running on its self-signed certificate; new handshakes then get a
+// certificate from the authority, and the change is an event.
+func TestConsoleSwitchesToACME(t *testing.T) {
+	addr := freePort(t)
+	_, portText, _ := net.SplitHostPort(addr)
+	port, _ := strconv.Atoi(portText)
+	dirURL, roots, acmeServer := startPebble(t, port)
+	cfg := baseConfig(t)
+	cfg.gatewayKeys = []string{testKey}
+	cfg.listen = []string{addr}
+	g := startACMEGateway(t, cfg, acmeServer)
+	if _, err := runCLI(context.Background(), t, strings.NewReader(adminPassword+"\n"),
+		"operators", "--database-url", cfg.store.databaseURL, "add", adminName, "--admin"); err != nil {
+		t.Fatal(err)
+	}
+	b := newBrowser(t)
+	b.signIn(g)
+	const domain = "console.switchboard.test"
+	b.run("turn ACME on",
+		chromedp.Navigate(g.https()+"/console/config/security"),
+		chromedp.WaitVisible(`#acme_domains`, chromedp.ByQuery),
+		chromedp.SendKeys(`#acme_domains`, domain, chromedp.ByQuery),
+		chromedp.SetValue(`#acme_directory`, dirURL, chromedp.ByQuery),
+		chromedp.Submit(`#acme_domains`, chromedp.ByQuery),
+		chromedp.WaitVisible(`.flash.ok`, chromedp.ByQuery),
+	)
+	waitFor(t, "a certificate from the ACME server", 60*time.Second, func() bool {
+		c, err := tls.Dial("tcp", addr, &tls.Config{RootCAs: roots, ServerName: domain})
+		if err != nil {
+			return false
+		}
+		c.Close()
+		return true
+	})
+	g.waitEvent(t, "Reloading configuration")
 }

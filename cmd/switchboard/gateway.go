@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -43,9 +42,9 @@ type gateway struct {
 	store  *lateStore
 	routes http.Handler
 	tls    *tls.Config
-	certs  transport.Store
-	// selfSigned: the certificate was made by the gateway itself.
-	selfSigned bool
+	certs  *transport.Manager // nil with --no-tls
+	// certSource is the certificate source last applied from settings.
+	certSource string
 	security   atomic.Pointer[handlers.Security]
 
 	mu      sync.Mutex
@@ -74,6 +73,7 @@ func (cfg serveConfig) runtimeConfig() config.Config {
 		Listen: cfg.listen, CMPI: cfg.cmpi, MaxClients: cfg.maxClients,
 		LogDir: cfg.logDir, LogMaxKB: cfg.logMaxKB, ServerRole: config.RoleStandalone,
 		BlockUnencrypted: cfg.block, TrustedProxies: cfg.trusted,
+		TLSSource: transport.SourceSelfSigned, ACMEDomains: cfg.acmeDomains, ACMEEmail: cfg.acmeEmail, ACMEDirectory: cfg.acmeDir,
 	}
 }
 
@@ -161,7 +161,7 @@ func startGatewayWith(ctx context.Context, cfg serveConfig, log *slog.Logger, ad
 	if len(keys) == 0 {
 		g.events.Emit(event.NoKeys())
 	}
-	if err := g.setupTLS(ctx); err != nil {
+	if err := g.setupTLS(ctx, rc); err != nil {
 		return g, err
 	}
 	if err := g.applySecurity(rc); err != nil {
@@ -197,8 +197,8 @@ func startGatewayWith(ctx context.Context, cfg serveConfig, log *slog.Logger, ad
 	if m != nil {
 		h.Metrics = m.Handler(cfg.metrics)
 	}
-	if g.tls != nil && len(cfg.acmeDomains) == 0 {
-		h.Console.UseCertificate = g.useCertificate
+	if g.certs != nil {
+		h.Console.UseCertificate = g.certs.Upload
 	}
 	g.routes = h.Routes()
 	if err := g.listen(rc.Listen); err != nil {
@@ -277,6 +277,15 @@ func loadRuntimeConfig(ctx context.Context, st *db.DB, flags config.Config, expl
 	}
 	if explicit("trusted-proxy") {
 		cur.TrustedProxies = flags.TrustedProxies
+	}
+	if explicit("acme-domain") && len(flags.ACMEDomains) > 0 {
+		cur.TLSSource, cur.ACMEDomains = transport.SourceACME, flags.ACMEDomains
+	}
+	if explicit("acme-email") {
+		cur.ACMEEmail = flags.ACMEEmail
+	}
+	if explicit("acme-directory") || cur.ACMEDirectory == "" {
+		cur.ACMEDirectory = flags.ACMEDirectory
 	}
 	if err := cur.Validate(); err != nil {
 		return config.Config{}, fmt.Errorf("configuration: %w", err)
@@ -437,6 +446,9 @@ func (g *gateway) pollOnce(ctx context.Context) error {
 	if err := g.applySecurity(next); err != nil {
 		g.log.Error("stored security settings are invalid; keeping the current ones", "err", err)
 	}
+	if err := g.applyCertSource(next); err != nil {
+		g.log.Error("cannot switch the certificate source; keeping the current certificate", "err", err)
+	}
 	if !config.SameListen(cur, next) {
 		g.rebind(next.Listen)
 	}
@@ -494,8 +506,8 @@ func (g *gateway) shutdown() {
 	if g.stopPoll != nil {
 		g.stopPoll()
 	}
-	if g.stopWatch != nil {
-		g.stopWatch()
+	if g.certs != nil {
+		g.certs.Close()
 	}
 	g.mu.Lock()
 	servers := g.servers
@@ -535,111 +547,83 @@ func (g *gateway) shutdown() {
 	}
 }
 
-// setupTLS chooses the certificate: the administrator's files (watched for
-// replacement), ACME, or a self-signed one made once and kept. --no-tls is
-// the only way to have none.
-func (g *gateway) setupTLS(ctx context.Context) error {
+// setupTLS chooses the certificate: the administrator's files (a start
+// flag, watched for replacement), or the stored source (ACME, a certificate
+// uploaded in the console, or a self-signed one made once and kept).
+// --no-tls is the only way to have none.
+func (g *gateway) setupTLS(ctx context.Context, rc config.Config) error {
 	cfg := g.cfg
-	switch {
-	case cfg.noTLS:
+	if cfg.noTLS {
 		return nil
-	case cfg.tlsCert != "":
-		c, err := transport.LoadFiles(cfg.tlsCert, cfg.tlsKey)
-		if err != nil {
-			return err
-		}
-		g.certs.Set(c)
-		g.tls = transport.ServerConfig(g.certs.Get)
-		watchCtx, stop := context.WithCancel(context.WithoutCancel(ctx))
-		g.stopWatch = stop
-		g.bg.Add(1)
-		go func() {
-			defer g.bg.Done()
-			transport.WatchFiles(watchCtx, &g.certs, cfg.tlsCert, cfg.tlsKey, 2*time.Second, g.log)
-		}()
-	case len(cfg.acmeDomains) > 0:
-		m := transport.ACME(cfg.acmeDomains, cfg.acmeDir, cfg.acmeEmail, filepath.Join(cfg.store.dataDir, "acme"), g.acmeHTTPClient)
-		g.tls = transport.ServerConfig(m.GetCertificate, transport.ACMEProtocols...)
-	default:
-		// A certificate uploaded in the console wins over the self-signed one.
-		if c, err := transport.LoadFiles(g.uploadedCertFiles()); err == nil {
-			g.certs.Set(c)
-			g.tls = transport.ServerConfig(g.certs.Get)
-			return nil
-		}
-		host, _ := os.Hostname()
-		c, err := transport.SelfSigned(filepath.Join(cfg.store.dataDir, "tls"), []string{host})
-		if err != nil {
-			return err
-		}
-		g.certs.Set(c)
-		g.selfSigned = true
-		g.tls = transport.ServerConfig(g.certs.Get)
 	}
+	g.certs = transport.NewManager(filepath.Join(cfg.store.dataDir, "tls"), g.acmeHTTPClient, g.log)
+	g.tls = g.certs.TLSConfig()
+	if cfg.tlsCert != "" {
+		return g.certs.UseFiles(context.WithoutCancel(ctx), cfg.tlsCert, cfg.tlsKey)
+	}
+	return g.applyCertSource(rc)
+}
+
+// applyCertSource switches to the stored certificate source when it
+// changed (from the console, or on another node).
+func (g *gateway) applyCertSource(rc config.Config) error {
+	if g.certs == nil || g.cfg.tlsCert != "" {
+		return nil
+	}
+	key := rc.TLSSource + "|" + strings.Join(rc.ACMEDomains, ",") + "|" + rc.ACMEEmail + "|" + rc.ACMEDirectory
+	g.mu.Lock()
+	same := g.certSource == key
+	g.mu.Unlock()
+	if same {
+		return nil
+	}
+	var err error
+	switch rc.TLSSource {
+	case transport.SourceACME:
+		err = g.certs.UseACME(rc.ACMEDomains, rc.ACMEDirectory, rc.ACMEEmail)
+	case transport.SourceUploaded:
+		if err = g.certs.UseUploaded(); err != nil {
+			g.log.Warn("no uploaded certificate in this node's data dir; using the self-signed one", "err", err)
+			err = g.useSelfSigned()
+		}
+	default:
+		err = g.useSelfSigned()
+	}
+	if err != nil {
+		return err
+	}
+	g.mu.Lock()
+	g.certSource = key
+	g.mu.Unlock()
 	return nil
 }
 
-func (g *gateway) uploadedCertFiles() (certFile, keyFile string) {
-	dir := filepath.Join(g.cfg.store.dataDir, "tls")
-	return filepath.Join(dir, "uploaded.crt"), filepath.Join(dir, "uploaded.key")
-}
-
-// useCertificate installs a certificate pasted in the console, keeping it
-// for later starts. New handshakes get it at once; connected peers keep
-// their sessions.
-func (g *gateway) useCertificate(certPEM, keyPEM []byte) (string, error) {
-	pair, err := tls.X509KeyPair(certPEM, keyPEM)
-	if err != nil {
-		return "", err
-	}
-	certFile, keyFile := g.uploadedCertFiles()
-	if err := os.MkdirAll(filepath.Dir(certFile), 0o700); err != nil {
-		return "", err
-	}
-	if err := os.WriteFile(keyFile, keyPEM, 0o600); err != nil {
-		return "", err
-	}
-	if err := os.WriteFile(certFile, certPEM, 0o644); err != nil {
-		return "", err
-	}
-	g.certs.Set(&pair)
-	g.mu.Lock()
-	g.selfSigned = false
-	g.mu.Unlock()
-	return transport.Fingerprint(pair.Certificate[0]), nil
+func (g *gateway) useSelfSigned() error {
+	host, _ := os.Hostname()
+	return g.certs.UseSelfSigned([]string{host})
 }
 
 // isSelfSigned reports whether the certificate in use is the gateway's own.
 func (g *gateway) isSelfSigned() bool {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	return g.selfSigned
+	return g.certs != nil && g.certs.Info().Source == transport.SourceSelfSigned
 }
 
 // certificateInfo describes the certificate in use, for the console.
 func (g *gateway) certificateInfo() web.CertInfo {
-	cfg := g.cfg
-	switch {
-	case g.tls == nil:
+	if g.certs == nil {
 		return web.CertInfo{Source: "none: plain HTTP only (--no-tls)"}
-	case len(cfg.acmeDomains) > 0:
-		return web.CertInfo{Source: "ACME (" + cfg.acmeDir + ") for " + strings.Join(cfg.acmeDomains, ", "), Names: cfg.acmeDomains}
 	}
-	info := web.CertInfo{Source: "own certificate", Uploadable: true, Fingerprint: g.certs.Fingerprint()}
-	if g.isSelfSigned() {
+	in := g.certs.Info()
+	info := web.CertInfo{Fingerprint: in.Fingerprint, Subject: in.Subject, Names: in.Names, NotAfter: in.NotAfter, Uploadable: true}
+	switch in.Source {
+	case transport.SourceSelfSigned:
 		info.Source = "self-signed, made by this gateway"
-	}
-	if cfg.tlsCert != "" {
-		info.Source = "own certificate from " + cfg.tlsCert + " (reloaded when the file changes)"
-	}
-	if c, err := g.certs.Get(nil); err == nil && len(c.Certificate) > 0 {
-		if leaf, err := x509.ParseCertificate(c.Certificate[0]); err == nil {
-			info.Subject, info.NotAfter = leaf.Subject.String(), leaf.NotAfter
-			info.Names = leaf.DNSNames
-			for _, ip := range leaf.IPAddresses {
-				info.Names = append(info.Names, ip.String())
-			}
-		}
+	case transport.SourceUploaded:
+		info.Source = "own certificate, uploaded in the console"
+	case transport.SourceFiles:
+		info.Source = "own certificate from " + in.Detail + " (reloaded when the file changes)"
+	case transport.SourceACME:
+		info.Source = "ACME: " + in.Detail
 	}
 	return info
 }
