@@ -20,7 +20,8 @@ import (
 
 // Relay is the part of the relay core the HTTP layer needs.
 type Relay interface {
-	Serve(ctx context.Context, conn net.Conn, r *bufio.Reader, publicIP string) error
+	// Accept serves an upgraded connection on a goroutine of its own.
+	Accept(ctx context.Context, conn net.Conn, r *bufio.Reader, publicIP string)
 }
 
 // Handlers serves the gateway's HTTP endpoints. Build it once in main.
@@ -107,12 +108,7 @@ func (h *Handlers) relayUpgrade(w http.ResponseWriter, r *http.Request) {
 	// The request's context ends when this handler returns; the relay ends
 	// connections itself on Shutdown and Close.
 	ctx := context.WithoutCancel(r.Context())
-	ip := remoteIP(r)
-	go func() {
-		if err := h.Relay.Serve(ctx, conn, br, ip); err != nil {
-			h.Logger.Debug("relay connection ended", "remote", ip, "err", err)
-		}
-	}()
+	h.Relay.Accept(ctx, conn, br, remoteIP(r))
 }
 
 func headerHas(hdr http.Header, name, token string) bool {

@@ -4,7 +4,7 @@
 // their bytes, and drops Clients whose heartbeats stop.
 //
 // It knows nothing of HTTP or of storage. The HTTP layer upgrades a request
-// and hands the connection to Server.Serve; keys arrive through SetKeys and
+// and hands the connection to Server.Accept; keys arrive through SetKeys and
 // facts leave through an event.Sink.
 package relay
 
@@ -63,7 +63,7 @@ type Server struct {
 	closed   bool
 
 	bytesUp, bytesDown atomic.Int64
-	serving            sync.WaitGroup // Serve calls in progress
+	serving            sync.WaitGroup // connections being served
 	version            atomic.Uint64  // bumped when Clients or sessions come or go
 }
 
@@ -165,15 +165,33 @@ func (s *Server) snapshotClients() []*client {
 // intervals, so two lost heartbeats are tolerated.
 func (s *Server) deadAfter() time.Duration { return 3 * s.CMPI() }
 
-// ErrClosed is returned by Serve after Close.
+// ErrClosed is returned for connections that arrive after Close.
 var ErrClosed = errors.New("relay: server closed")
 
-// Serve runs one upgraded connection until it ends. r holds any bytes the
-// HTTP layer read past the request; publicIP is the peer's address as seen
-// by the gateway. Serve owns conn and closes it.
-func (s *Server) Serve(ctx context.Context, conn net.Conn, r *bufio.Reader, publicIP string) error {
+// Accept serves conn on a goroutine of its own and returns at once; errors
+// go to the logger at debug level (they are the peers' mistakes, and each
+// that matters is an event).
+func (s *Server) Accept(ctx context.Context, conn net.Conn, r *bufio.Reader, publicIP string) {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		conn.Close()
+		return
+	}
 	s.serving.Add(1)
-	defer s.serving.Done()
+	s.mu.Unlock()
+	go func() {
+		defer s.serving.Done()
+		if err := s.serve(ctx, conn, r, publicIP); err != nil {
+			s.log.Debug("relay connection ended", "remote", publicIP, "err", err)
+		}
+	}()
+}
+
+// serve runs one upgraded connection until it ends. r holds any bytes the
+// HTTP layer read past the request; publicIP is the peer's address as seen
+// by the gateway. serve owns conn and closes it.
+func (s *Server) serve(ctx context.Context, conn net.Conn, r *bufio.Reader, publicIP string) error {
 	h, nonce, err := s.handshake(conn, r)
 	if err != nil {
 		conn.Close()
@@ -325,16 +343,39 @@ func (s *Server) Stats() Stats {
 
 // dropKeys disconnects every Client and session that used a removed key.
 func (s *Server) dropKeys(gone map[string]bool) {
+	s.drop(func(c *client) bool { return gone[c.keyID] },
+		func(x *session) bool { return gone[x.controlKeyID] || gone[x.client.keyID] },
+		"the gateway key this Client uses was removed")
+}
+
+// DropAll ends every connection and session but keeps accepting new ones:
+// what a change of listening addresses needs.
+func (s *Server) DropAll() {
+	s.drop(func(*client) bool { return true }, func(*session) bool { return true }, "the gateway's listening addresses changed")
+}
+
+// Close ends every connection and refuses new ones. Sessions in progress are
+// cut: callers wanting a grace period use Shutdown first.
+func (s *Server) Close() {
+	s.mu.Lock()
+	s.closed = true
+	s.mu.Unlock()
+	s.drop(func(*client) bool { return true }, func(*session) bool { return true }, "the gateway is stopping")
+}
+
+// drop ends the sessions and Clients the predicates select; Clients are
+// told why. Sessions go first so none outlives its Client's channel.
+func (s *Server) drop(pickClient func(*client) bool, pickSession func(*session) bool, reason string) {
 	s.mu.Lock()
 	var cs []*client
 	for _, c := range s.clients {
-		if gone[c.keyID] {
+		if pickClient(c) {
 			cs = append(cs, c)
 		}
 	}
 	var ss []*session
 	for _, x := range s.sessions {
-		if gone[x.controlKeyID] || gone[x.client.keyID] {
+		if pickSession(x) {
 			ss = append(ss, x)
 		}
 	}
@@ -343,50 +384,7 @@ func (s *Server) dropKeys(gone map[string]bool) {
 		x.terminate()
 	}
 	for _, c := range cs {
-		c.close(wire.Goodbye{Reason: "the gateway key this Client uses was removed"})
-	}
-}
-
-// DropAll ends every connection and session but keeps accepting new ones:
-// what a change of listening addresses needs.
-func (s *Server) DropAll() {
-	s.mu.Lock()
-	cs := make([]*client, 0, len(s.clients))
-	for _, c := range s.clients {
-		cs = append(cs, c)
-	}
-	ss := make([]*session, 0, len(s.sessions))
-	for _, x := range s.sessions {
-		ss = append(ss, x)
-	}
-	s.mu.Unlock()
-	for _, x := range ss {
-		x.terminate()
-	}
-	for _, c := range cs {
-		c.close(wire.Goodbye{Reason: "the gateway's listening addresses changed"})
-	}
-}
-
-// Close ends every connection and refuses new ones. Sessions in progress are
-// cut: callers wanting a grace period use Shutdown first.
-func (s *Server) Close() {
-	s.mu.Lock()
-	s.closed = true
-	cs := make([]*client, 0, len(s.clients))
-	for _, c := range s.clients {
-		cs = append(cs, c)
-	}
-	ss := make([]*session, 0, len(s.sessions))
-	for _, x := range s.sessions {
-		ss = append(ss, x)
-	}
-	s.mu.Unlock()
-	for _, x := range ss {
-		x.terminate()
-	}
-	for _, c := range cs {
-		c.close(wire.Goodbye{Reason: "the gateway is stopping"})
+		c.close(wire.Goodbye{Reason: reason})
 	}
 }
 
@@ -396,16 +394,10 @@ func (s *Server) Close() {
 func (s *Server) Shutdown(ctx context.Context) {
 	s.mu.Lock()
 	s.closed = true
-	cs := make([]*client, 0, len(s.clients))
-	for _, c := range s.clients {
-		cs = append(cs, c)
-	}
 	s.mu.Unlock()
 	// Clients hear it first, so they can reconnect elsewhere at once; their
 	// sessions run on connections of their own and may finish.
-	for _, c := range cs {
-		c.close(wire.Goodbye{Reason: "the gateway is stopping"})
-	}
+	s.drop(func(*client) bool { return true }, func(*session) bool { return false }, "the gateway is stopping")
 	t := time.NewTicker(50 * time.Millisecond)
 	defer t.Stop()
 	for s.Stats().Sessions > 0 {
@@ -419,7 +411,7 @@ func (s *Server) Shutdown(ctx context.Context) {
 	s.Close()
 }
 
-// Wait waits until every Serve call has returned, so that their events
+// Wait waits until every accepted connection has been served, so that their events
 // (Client disconnected, ...) are emitted before the caller's stop event.
 func (s *Server) Wait(ctx context.Context) error {
 	done := make(chan struct{})

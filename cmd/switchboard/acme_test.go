@@ -75,16 +75,7 @@ func TestACMECertificateFromPebble(t *testing.T) {
 
 func startACMEGateway(t *testing.T, cfg serveConfig, acmeServer *httptest.Server) *testGateway {
 	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	g, err := startGatewayWith(ctx, cfg, testLogger(t), func(g *gateway) { g.acmeHTTPClient = acmeServer.Client() })
-	if err != nil {
-		cancel()
-		t.Fatalf("start gateway: %v", err)
-	}
-	tg := &testGateway{gateway: g, t: t, cancel: cancel, done: make(chan error, 1), url: "http://" + g.listenAddrs()[0].String()}
-	go func() { tg.done <- g.wait(ctx) }()
-	t.Cleanup(tg.stop)
-	return tg
+	return mustStartGatewayWith(t, cfg, func(g *gateway) { g.acmeHTTPClient = acmeServer.Client() })
 }
 
 // startPebble runs Pebble's ACME server in the test, validating on

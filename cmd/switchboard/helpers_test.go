@@ -76,8 +76,14 @@ func mustStartGateway(t testing.TB, opts ...gwOption) *testGateway {
 
 func mustStartGatewayConfig(t testing.TB, cfg serveConfig) *testGateway {
 	t.Helper()
+	return mustStartGatewayWith(t, cfg, nil)
+}
+
+// mustStartGatewayWith lets a test adjust the gateway before it starts.
+func mustStartGatewayWith(t testing.TB, cfg serveConfig, adjust func(*gateway)) *testGateway {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	g, err := startGateway(ctx, cfg, testLogger(t))
+	g, err := startGatewayWith(ctx, cfg, testLogger(t), adjust)
 	if err != nil {
 		cancel()
 		t.Fatalf("start gateway: %v", err)
