@@ -1,6 +1,7 @@
 // Package control is the operator's side of Switchboard as a library: it
 // browses the Clients a gateway key can see and opens sessions to their
-// services. The `switchboard control` commands and the tests are built on it.
+// services, signing in as an operator when the gateway asks for one. The
+// `switchboard control` commands and the tests are built on it.
 package control
 
 import (
@@ -9,6 +10,7 @@ import (
 	"fmt"
 	"net"
 	"sync"
+	"time"
 
 	"github.com/switchboard/switchboard/relay/peer"
 	"github.com/switchboard/switchboard/relay/wire"
@@ -20,29 +22,52 @@ type Control struct {
 	Key    string
 	// Name identifies this Control in the gateway's events and console.
 	Name string
+
+	// Operator is who signs in when the gateway has operators.
+	Operator string
+	// Password asks for the operator's password. It is called only when
+	// no token is held or the gateway refused the one held.
+	Password func(ctx context.Context) (string, error)
+	// Code asks for a TOTP code; prompt says what for.
+	Code func(ctx context.Context, prompt string) (string, error)
+	// Notify shows what the gateway is waiting for (a Duo Push approval).
+	Notify func(message string)
+	// Token is a sign-in kept from an earlier run; SaveToken is told of
+	// new ones (and of a refused one, with an empty Token) so that they
+	// outlive this process.
+	Token     string
+	SaveToken func(wire.AuthOK)
+
+	mu sync.Mutex // guards Token: Forward signs in from several goroutines
 }
+
+// ErrCleartextPassword refuses to send a password where it could be read.
+var ErrCleartextPassword = errors.New("refusing to send the operator password over unencrypted http://: use an https:// gateway URL")
 
 // Browse lists the Clients that hold the Control's key.
 func (c *Control) Browse(ctx context.Context) ([]wire.ClientInfo, error) {
-	conn, err := c.Dialer.Dial(ctx)
+	conn, t, payload, err := c.open(ctx, wire.RoleBrowse, "")
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("browse %s: %w", c.Dialer.Gateway, err)
 	}
 	defer conn.Close()
 	stop := context.AfterFunc(ctx, func() { conn.Close() })
 	defer stop()
-	if err := conn.Send(c.Key, wire.RoleBrowse, c.Name, "", nil); err != nil {
-		return nil, err
-	}
 	var out []wire.ClientInfo
 	for {
 		var list wire.ClientList
-		if err := wire.Expect(conn.Reader(), wire.TypeClientList, &list); err != nil {
+		if t != wire.TypeClientList {
+			return nil, fmt.Errorf("browse %s: got %s frame, want %s", c.Dialer.Gateway, t, wire.TypeClientList)
+		}
+		if err := wire.Decode(t, payload, &list); err != nil {
 			return nil, fmt.Errorf("browse %s: %w", c.Dialer.Gateway, err)
 		}
 		out = append(out, list.Clients...)
 		if !list.More {
 			return out, nil
+		}
+		if t, payload, err = wire.ReadFrame(conn.Reader()); err != nil {
+			return nil, fmt.Errorf("browse %s: %w", c.Dialer.Gateway, err)
 		}
 	}
 }
@@ -50,18 +75,18 @@ func (c *Control) Browse(ctx context.Context) ([]wire.ClientInfo, error) {
 // Connect opens one session to target ("client" or "client/service") and
 // returns its byte stream.
 func (c *Control) Connect(ctx context.Context, target string) (net.Conn, error) {
-	conn, err := c.Dialer.Dial(ctx)
+	conn, t, payload, err := c.open(ctx, wire.RoleConnect, target)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("connect to %s via %s: %w", target, c.Dialer.Gateway, err)
 	}
 	stop := context.AfterFunc(ctx, func() { conn.Close() })
 	defer stop()
-	if err := conn.Send(c.Key, wire.RoleConnect, c.Name, target, nil); err != nil {
-		conn.Close()
-		return nil, err
-	}
 	var r wire.Ready
-	if err := wire.Expect(conn.Reader(), wire.TypeReady, &r); err != nil {
+	if t != wire.TypeReady {
+		conn.Close()
+		return nil, fmt.Errorf("connect to %s via %s: got %s frame, want %s", target, c.Dialer.Gateway, t, wire.TypeReady)
+	}
+	if err := wire.Decode(t, payload, &r); err != nil {
 		conn.Close()
 		return nil, fmt.Errorf("connect to %s via %s: %w", target, c.Dialer.Gateway, err)
 	}
@@ -71,6 +96,121 @@ func (c *Control) Connect(ctx context.Context, target string) (net.Conn, error) 
 	}
 	conn.ClearDeadline()
 	return conn.Stream(), nil
+}
+
+// open dials, says Hello, signs in when asked and returns the first frame
+// of the role's answer. A kept token the gateway refuses is forgotten and
+// the sign-in repeated once with the password.
+func (c *Control) open(ctx context.Context, role, target string) (*peer.Conn, wire.Type, []byte, error) {
+	for retried := false; ; retried = true {
+		token, pw := c.token(), ""
+		if c.Operator != "" && token == "" {
+			if c.Password == nil {
+				return nil, 0, nil, fmt.Errorf("operator %s needs a password and none can be asked for", c.Operator)
+			}
+			if !c.Dialer.Gateway.TLS && !c.Dialer.Gateway.Loopback() {
+				return nil, 0, nil, ErrCleartextPassword
+			}
+			var err error
+			if pw, err = c.Password(ctx); err != nil {
+				return nil, 0, nil, fmt.Errorf("password for operator %s: %w", c.Operator, err)
+			}
+		}
+		conn, err := c.Dialer.Dial(ctx)
+		if err != nil {
+			return nil, 0, nil, err
+		}
+		t, payload, err := c.hello(ctx, conn, role, target, pw, token)
+		if err == nil {
+			return conn, t, payload, nil
+		}
+		conn.Close()
+		var we *wire.Error
+		if !retried && token != "" && errors.As(err, &we) && we.Code == wire.CodeTokenInvalid {
+			c.setToken(wire.AuthOK{})
+			continue
+		}
+		return nil, 0, nil, err
+	}
+}
+
+// hello sends the Hello and answers sign-in prompts until the first frame
+// that is not about signing in.
+func (c *Control) hello(ctx context.Context, conn *peer.Conn, role, target, pw, token string) (wire.Type, []byte, error) {
+	stop := context.AfterFunc(ctx, func() { conn.Close() })
+	defer stop()
+	err := conn.Send(c.Key, role, c.Name, target, func(h *wire.Hello) {
+		h.Operator = c.Operator
+		if pw != "" {
+			h.Password = pw
+		} else {
+			h.Token = token
+		}
+	})
+	if err != nil {
+		return 0, nil, err
+	}
+	for {
+		t, payload, err := wire.ReadFrame(conn.Reader())
+		if err != nil {
+			return 0, nil, err
+		}
+		switch t {
+		case wire.TypeError:
+			var e wire.Error
+			if err := wire.Decode(t, payload, &e); err != nil {
+				return 0, nil, err
+			}
+			return 0, nil, &e
+		case wire.TypeAuthPrompt:
+			var p wire.AuthPrompt
+			if err := wire.Decode(t, payload, &p); err != nil {
+				return 0, nil, err
+			}
+			// A person answers now: the dial's short deadline no longer fits.
+			_ = conn.SetDeadline(time.Now().Add(5 * time.Minute))
+			if !p.Answer {
+				if c.Notify != nil {
+					c.Notify(p.Message)
+				}
+				continue
+			}
+			if c.Code == nil {
+				return 0, nil, fmt.Errorf("the gateway asks for a %s code and none can be asked for", p.Factor)
+			}
+			code, err := c.Code(ctx, p.Message)
+			if err != nil {
+				return 0, nil, fmt.Errorf("%s code: %w", p.Factor, err)
+			}
+			if err := wire.WriteFrame(conn, wire.TypeAuthAnswer, wire.AuthAnswer{Code: code}); err != nil {
+				return 0, nil, err
+			}
+		case wire.TypeAuthOK:
+			var ok wire.AuthOK
+			if err := wire.Decode(t, payload, &ok); err != nil {
+				return 0, nil, err
+			}
+			c.setToken(ok)
+			_ = conn.SetDeadline(time.Now().Add(30 * time.Second))
+		default:
+			return t, payload, nil
+		}
+	}
+}
+
+func (c *Control) token() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.Token
+}
+
+func (c *Control) setToken(ok wire.AuthOK) {
+	c.mu.Lock()
+	c.Token = ok.Token
+	c.mu.Unlock()
+	if c.SaveToken != nil {
+		c.SaveToken(ok)
+	}
 }
 
 // Forward accepts connections on ln until ctx is done and turns each into a

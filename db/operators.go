@@ -23,16 +23,39 @@ type Operator struct {
 	Role         string
 	Disabled     bool
 	CreatedAt    time.Time
+
+	// Factor is the second factor the operator proves after the password:
+	// FactorNone, FactorTOTP or FactorDuo.
+	Factor string
+	// Require2FA asks for Factor when this operator starts a remote
+	// connection from a Control (the console always asks for it).
+	Require2FA bool
+	// TOTPSecret is the enrolled base32 secret; empty when not enrolled.
+	TOTPSecret    string
+	FailedSignins int
+	LockedUntil   time.Time // zero when not locked
 }
+
+// Second factors.
+const (
+	FactorNone = ""
+	FactorTOTP = "totp"
+	FactorDuo  = "duo"
+)
 
 // IsAdmin reports whether the operator may use the console.
 func (o Operator) IsAdmin() bool { return o.Role == RoleAdmin && !o.Disabled }
 
-const operatorColumns = "id, name, password_hash, role, disabled, created_at"
+const operatorColumns = "id, name, password_hash, role, disabled, created_at, factor, require_2fa, totp_secret, failed_signins, locked_until"
 
 func scanOperator(row pgx.Row) (Operator, error) {
 	var o Operator
-	err := row.Scan(&o.ID, &o.Name, &o.PasswordHash, &o.Role, &o.Disabled, &o.CreatedAt)
+	var locked *time.Time
+	err := row.Scan(&o.ID, &o.Name, &o.PasswordHash, &o.Role, &o.Disabled, &o.CreatedAt,
+		&o.Factor, &o.Require2FA, &o.TOTPSecret, &o.FailedSignins, &locked)
+	if locked != nil {
+		o.LockedUntil = *locked
+	}
 	return o, err
 }
 
@@ -115,6 +138,12 @@ func (db *DB) UpdateOperator(ctx context.Context, name, passwordHash, role strin
 		}
 		if before > 0 && after == 0 {
 			return ErrLastAdmin
+		}
+		if passwordHash != "" || disabled {
+			// A new password or a disabled account ends every Control's
+			// kept sign-in: whoever knew the old password is out.
+			_, err := tx.Exec(ctx, "DELETE FROM control_tokens WHERE operator_id = (SELECT id FROM operators WHERE name = $1)", name)
+			return err
 		}
 		return nil
 	})

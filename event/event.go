@@ -50,6 +50,7 @@ const (
 	CheckControl     = "control"
 	CheckKeyMismatch = "key_mismatch"
 	CheckUnencrypted = "unencrypted"
+	CheckSignin      = "signin"
 )
 
 // LogTimeLayout is the date and time of a GW log line: "29-Jun-22, 16:11:20".
@@ -189,6 +190,52 @@ func UnencryptedRefused(publicIP string) Event {
 	e := newEvent(KindSecurity, fmt.Sprintf("Unencrypted connection refused from %s. This gateway requires encrypted communications", publicIP))
 	e.PublicIP = publicIP
 	e.Check = CheckUnencrypted
+	return e
+}
+
+// OperatorSignedIn reports an operator's successful sign-in, at the console
+// or at a Control.
+func OperatorSignedIn(operator, ip string) Event {
+	e := newEvent(KindOperator, fmt.Sprintf("Operator %s signed in from %s", operator, ip))
+	e.Operator, e.PublicIP = operator, ip
+	return e
+}
+
+// SigninFailed reports a wrong password or second factor, an unknown
+// operator, or an attempt on a locked account.
+func SigninFailed(operator, ip string) Event {
+	e := newEvent(KindOperator, fmt.Sprintf("Sign-in failed for operator %s from %s", operator, ip))
+	e.Operator, e.PublicIP = operator, ip
+	e.Check = CheckSignin
+	return e
+}
+
+// OperatorLockedOut reports an account locked after repeated failures.
+func OperatorLockedOut(operator string) Event {
+	e := newEvent(KindOperator, fmt.Sprintf("Operator %s locked out", operator))
+	e.Operator = operator
+	return e
+}
+
+// DuoFailOpen reports an operator let in without Duo because Duo could not
+// be reached and an administrator chose to fail open.
+func DuoFailOpen(operator, ip string) Event {
+	e := newEvent(KindOperator, fmt.Sprintf("Duo unreachable. Operator %s admitted from %s without Duo Push (fail open)", operator, ip))
+	e.Operator, e.PublicIP = operator, ip
+	return e
+}
+
+// ControlTokenRevoked reports a Control sign-in ended from the console.
+func ControlTokenRevoked(by, operator string) Event {
+	e := newEvent(KindOperator, fmt.Sprintf("Operator %s revoked a Control sign-in of operator %s", by, operator))
+	e.Operator = by
+	return e
+}
+
+// TOTPEnrolled reports an operator who set up an authenticator app.
+func TOTPEnrolled(operator string) Event {
+	e := newEvent(KindOperator, fmt.Sprintf("Operator %s enrolled TOTP", operator))
+	e.Operator = operator
 	return e
 }
 

@@ -17,6 +17,7 @@ import (
 	"github.com/switchboard/switchboard/db"
 	"github.com/switchboard/switchboard/event"
 	"github.com/switchboard/switchboard/relay"
+	"github.com/switchboard/switchboard/signin"
 	"github.com/switchboard/switchboard/web"
 )
 
@@ -35,6 +36,12 @@ type ConsoleStore interface {
 	Operators(ctx context.Context) ([]db.Operator, error)
 	AddOperator(ctx context.Context, o db.Operator) (db.Operator, error)
 	UpdateOperator(ctx context.Context, name, passwordHash, role string, disabled bool) error
+	SetSecondFactor(ctx context.Context, name, factor string, require bool) error
+	SetTOTP(ctx context.Context, name, secret string) error
+	UseTOTPStep(ctx context.Context, id, step int64) (bool, error)
+	ControlTokens(ctx context.Context) ([]db.ControlToken, error)
+	RevokeControlToken(ctx context.Context, id int64) (string, error)
+	signin.SettingsStore
 	Events(ctx context.Context, f db.EventFilter) ([]event.Event, error)
 	CountEvents(ctx context.Context, f db.EventFilter) (int64, error)
 	Keys(ctx context.Context) ([]db.Key, error)
@@ -58,6 +65,7 @@ type Console struct {
 	AddKey   KeyAdder
 	Config   ConfigStore
 	Sessions *scs.SessionManager
+	Signin   *signin.Service
 	Events   event.Sink
 	Asset    func(string) string
 	Logger   *slog.Logger
@@ -83,14 +91,26 @@ const sessionOperator = "operator"
 func (c *Console) routes() http.Handler {
 	r := chi.NewRouter()
 	r.Use(c.requireHTTPS, securityHeaders, c.Sessions.LoadAndSave)
-	// Public: sign-in.
+	// Public: sign-in and its second step.
 	r.Get("/signin", c.signInPage)
 	r.Post("/signin", c.signIn)
+	r.Get("/signin/totp", c.totpPage)
+	r.Post("/signin/totp", c.totpSignIn)
+	r.Get("/signin/duo", c.duoPage)
+	r.Get("/signin/duo/status", c.duoStatus)
+	r.Post("/signout", c.signOut)
+	// Any signed-in operator: their own account.
+	r.Group(func(r chi.Router) {
+		r.Use(c.requireOperator(false))
+		r.Get("/", c.home)
+		r.Get("/account", c.accountPage)
+		r.Post("/account/totp/start", c.startTOTP)
+		r.Get("/account/totp/qr.png", c.totpQR)
+		r.Post("/account/totp/confirm", c.confirmTOTP)
+	})
 	// Signed-in admins.
 	r.Group(func(r chi.Router) {
-		r.Use(c.requireAdmin)
-		r.Post("/signout", c.signOut)
-		r.Get("/", http.RedirectHandler("/console/clients", http.StatusSeeOther).ServeHTTP)
+		r.Use(c.requireOperator(true))
 		r.Get("/clients", c.clientsPage)
 		r.Get("/clients/stream", c.clientsStream)
 		r.Get("/sessions", c.sessionsPage)
@@ -112,6 +132,8 @@ func (c *Console) routes() http.Handler {
 		r.Post("/config/keys/{id}/label", c.labelKey)
 		r.Post("/config/operators/add", c.addOperator)
 		r.Post("/config/operators/{name}", c.updateOperator)
+		r.Post("/config/2fa", c.save2FA)
+		r.Post("/config/2fa/tokens/{id}/revoke", c.revokeToken)
 	})
 	// Every state-changing request must come from the console's own origin.
 	return http.NewCrossOriginProtection().Handler(r)
@@ -145,32 +167,48 @@ func (c *Console) requireHTTPS(next http.Handler) http.Handler {
 
 type ctxKey struct{}
 
-// requireAdmin lets signed-in, enabled admins through; the operator is read
-// on every request so that disabling one takes effect at once.
-func (c *Console) requireAdmin(next http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		name := c.Sessions.GetString(r.Context(), sessionOperator)
-		if name != "" {
-			op, err := c.Store.Operator(r.Context(), name)
-			if err == nil && op.IsAdmin() {
-				next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), ctxKey{}, op)))
+// requireOperator lets signed-in, enabled operators through, and with
+// admin only admins. The operator is read on every request so that
+// disabling one or taking the admin role away takes effect at once.
+func (c *Console) requireOperator(admin bool) func(http.Handler) http.Handler {
+	return func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			name := c.Sessions.GetString(r.Context(), sessionOperator)
+			if name != "" {
+				op, err := c.Store.Operator(r.Context(), name)
+				switch {
+				case err == nil && !op.Disabled && (op.IsAdmin() || !admin):
+					next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), ctxKey{}, op)))
+					return
+				case err == nil && !op.Disabled:
+					c.fail(w, r, &Error{Status: http.StatusForbidden,
+						Message: "Your operator account can run Controls but not administer this gateway. Your Account page is at /console/account."})
+					return
+				case err != nil && !errors.Is(err, db.ErrNotFound):
+					c.fail(w, r, err)
+					return
+				}
+				// Removed or disabled: end the session.
+				_ = c.Sessions.Destroy(r.Context())
+			}
+			next := "/console/signin?next=" + url.QueryEscape(r.URL.RequestURI())
+			if r.Header.Get("HX-Request") != "" {
+				w.Header().Set("HX-Redirect", next)
+				w.WriteHeader(http.StatusUnauthorized)
 				return
 			}
-			if err != nil && !errors.Is(err, db.ErrNotFound) {
-				c.fail(w, r, err)
-				return
-			}
-			// Removed, disabled or no longer admin: end the session.
-			_ = c.Sessions.Destroy(r.Context())
-		}
-		next := "/console/signin?next=" + url.QueryEscape(r.URL.RequestURI())
-		if r.Header.Get("HX-Request") != "" {
-			w.Header().Set("HX-Redirect", next)
-			w.WriteHeader(http.StatusUnauthorized)
-			return
-		}
-		http.Redirect(w, r, next, http.StatusSeeOther)
-	})
+			http.Redirect(w, r, next, http.StatusSeeOther)
+		})
+	}
+}
+
+// home sends admins to the Clients and other operators to their account.
+func (c *Console) home(w http.ResponseWriter, r *http.Request) {
+	to := "/console/account"
+	if operatorOf(r).IsAdmin() {
+		to = "/console/clients"
+	}
+	http.Redirect(w, r, to, http.StatusSeeOther)
 }
 
 func operatorOf(r *http.Request) db.Operator {
@@ -210,7 +248,7 @@ func (c *Console) fail(w http.ResponseWriter, r *http.Request, err error) {
 // page renders a full console page.
 func (c *Console) page(w http.ResponseWriter, r *http.Request, title, active, stream string, content templ.Component) {
 	l := web.Layout{
-		Title: title, Active: active, Operator: operatorOf(r).Name, Stream: stream,
+		Title: title, Active: active, Operator: operatorOf(r).Name, Admin: operatorOf(r).IsAdmin(), Stream: stream,
 		ClientCount: c.Relay.Stats().Clients, Asset: c.Asset,
 	}
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")

@@ -18,7 +18,7 @@ import (
 	"github.com/switchboard/switchboard/web"
 )
 
-var configTabs = []string{"general", "keys", "operators", "servers", "licences", "security"}
+var configTabs = []string{"general", "keys", "operators", "2fa", "servers", "licences", "security"}
 
 const (
 	flashOK    = "flash"
@@ -69,7 +69,17 @@ func (c *Console) configPage(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		for _, o := range ops {
-			v.Operators = append(v.Operators, web.OperatorRow{Name: o.Name, Role: o.Role, Disabled: o.Disabled, Added: o.CreatedAt})
+			row := web.OperatorRow{Name: o.Name, Role: o.Role, Disabled: o.Disabled, Added: o.CreatedAt,
+				Factor: o.Factor, Require2FA: o.Require2FA, TOTPEnrolled: o.TOTPSecret != ""}
+			if o.LockedUntil.After(c.now()) {
+				row.LockedUntil = o.LockedUntil
+			}
+			v.Operators = append(v.Operators, row)
+		}
+	case "2fa":
+		if v.TwoFA, err = c.twoFAView(r); err != nil {
+			c.fail(w, r, err)
+			return
 		}
 	}
 	c.page(w, r, "Configuration", "config", "", web.ConfigPage(v))
@@ -275,7 +285,18 @@ func (c *Console) updateOperator(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
+	factor, require2FA, resetTOTP := r.PostForm.Get("factor"), r.PostForm.Get("require_2fa") == "1", r.PostForm.Get("reset_totp") == "1"
+	if !validFactor(factor) {
+		c.done(w, r, "operators", badRequest("Choose a second factor."), "")
+		return
+	}
 	err := c.Store.UpdateOperator(r.Context(), name, hash, role, disabled)
+	if err == nil && resetTOTP {
+		err = c.Store.SetTOTP(r.Context(), name, "")
+	}
+	if err == nil {
+		err = c.Store.SetSecondFactor(r.Context(), name, factor, require2FA)
+	}
 	switch {
 	case errors.Is(err, db.ErrNotFound):
 		err = badRequest("No operator called " + name + ".")
@@ -286,6 +307,13 @@ func (c *Console) updateOperator(w http.ResponseWriter, r *http.Request) {
 		what := fmt.Sprintf("role %s, %s", role, map[bool]string{true: "disabled", false: "enabled"}[disabled])
 		if hash != "" {
 			what += ", password reset"
+		}
+		what += ", second factor " + web.FactorName(factor)
+		if require2FA {
+			what += " required for remote connections"
+		}
+		if resetTOTP {
+			what += ", enrolled app removed"
 		}
 		c.emit(r, event.KindConfig, fmt.Sprintf("Operator %s changed operator %s: %s", operatorOf(r).Name, name, what))
 	}

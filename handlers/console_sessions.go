@@ -15,11 +15,14 @@ func (c *Console) sessionsView(flash string) web.SessionsView {
 	ss := c.Relay.Sessions()
 	rows := make([]web.SessionRow, len(ss))
 	for i, s := range ss {
+		op := s.Operator
+		if op == "" {
+			// No operators existed when it started: the key alone admitted it.
+			op = "key only"
+		}
 		rows[i] = web.SessionRow{
 			ID: s.ID, Control: s.Control, ControlIP: s.ControlIP, Client: s.Client, Service: s.Service,
-			// Controls sign in with the gateway key alone until operators
-			// sign in from Controls too.
-			Operator: "key only",
+			Operator: op,
 			Started:  s.Started, BytesUp: s.BytesUp, BytesDown: s.BytesDown,
 		}
 	}

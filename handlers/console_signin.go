@@ -1,14 +1,25 @@
 package handlers
 
 import (
+	"context"
 	"errors"
-	"fmt"
 	"net/http"
+	"time"
 
 	"github.com/switchboard/switchboard/db"
-	"github.com/switchboard/switchboard/event"
-	"github.com/switchboard/switchboard/password"
+	"github.com/switchboard/switchboard/signin"
+	"github.com/switchboard/switchboard/twofactor/duo"
 	"github.com/switchboard/switchboard/web"
+)
+
+// Session keys of a sign-in that has passed the password and waits for the
+// second factor. Until it completes, sessionOperator is not set, so no
+// console page opens.
+const (
+	sessionPending     = "pending_operator"
+	sessionPendingNext = "pending_next"
+	sessionDuoTx       = "duo_txid"
+	sessionDuoSince    = "duo_since"
 )
 
 func (c *Console) signInPage(w http.ResponseWriter, r *http.Request) {
@@ -16,41 +27,284 @@ func (c *Console) signInPage(w http.ResponseWriter, r *http.Request) {
 	_ = web.SignIn(c.Asset, "", "", safeNext(r.URL.Query().Get("next"))).Render(r.Context(), w)
 }
 
-// signIn checks an admin's password. Unknown names cost the same time as
-// wrong passwords and get the same message, so names cannot be probed.
+// signInRefused shows the sign-in form again with a message that says
+// nothing about whether the operator exists.
+func (c *Console) signInRefused(w http.ResponseWriter, r *http.Request, name, next string, status int, err error) {
+	msg := "Wrong name or password."
+	switch {
+	case errors.Is(err, signin.ErrLocked), errors.Is(err, signin.ErrThrottled):
+		msg = "Too many failed sign-ins. Try again later."
+	case errors.Is(err, signin.ErrDuoUnavailable):
+		msg = "Duo cannot be reached, so your sign-in cannot be confirmed. Try again later or ask an administrator."
+	case errors.Is(err, signin.ErrDuoDenied):
+		msg = "The Duo Push was denied."
+	case errors.Is(err, signin.ErrDuoTimeout):
+		msg = "The Duo Push was not answered in time."
+	}
+	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	w.WriteHeader(status)
+	_ = web.SignIn(c.Asset, name, msg, next).Render(r.Context(), w)
+}
+
+// signIn checks the password, then asks for the operator's second factor
+// when they have one: the console always asks for it.
 func (c *Console) signIn(w http.ResponseWriter, r *http.Request) {
 	if err := r.ParseForm(); err != nil {
 		c.fail(w, r, badRequest("The form could not be read."))
 		return
 	}
+	ctx := r.Context()
 	name, pw, next := r.PostForm.Get("name"), r.PostForm.Get("password"), safeNext(r.PostForm.Get("next"))
-	op, err := c.Store.Operator(r.Context(), name)
-	switch {
-	case errors.Is(err, db.ErrNotFound):
-		password.CheckDummy(pw)
-	case err != nil:
+	ip := remoteIP(r)
+	op, err := c.Signin.CheckPassword(ctx, name, pw, ip)
+	if err != nil {
+		if isRefusal(err) {
+			c.signInRefused(w, r, name, next, http.StatusUnauthorized, err)
+			return
+		}
 		c.fail(w, r, err)
 		return
-	default:
-		err = password.Check(op.PasswordHash, pw)
 	}
-	if err != nil || !op.IsAdmin() {
-		c.Events.Emit(event.Event{Time: c.now(), Kind: event.KindOperator, Operator: name, PublicIP: remoteIP(r),
-			Message: fmt.Sprintf("Sign-in failed for operator %s from %s", name, remoteIP(r))})
+	// A new token once the password is right: a token planted before
+	// cannot ride along into the second step or the session.
+	if err := c.Sessions.RenewToken(ctx); err != nil {
+		c.fail(w, r, err)
+		return
+	}
+	switch consoleFactor(op) {
+	case db.FactorTOTP:
+		c.Sessions.Put(ctx, sessionPending, op.Name)
+		c.Sessions.Put(ctx, sessionPendingNext, next)
+		http.Redirect(w, r, "/console/signin/totp", http.StatusSeeOther)
+	case db.FactorDuo:
+		c.startDuo(w, r, op, next)
+	default:
+		c.completeSignIn(w, r, op, next)
+	}
+}
+
+// consoleFactor is the factor the console asks op for: TOTP only once an
+// app is enrolled, so an operator told to use TOTP can still sign in to
+// enrol one.
+func consoleFactor(op db.Operator) string {
+	switch {
+	case op.Factor == db.FactorTOTP && op.TOTPSecret != "":
+		return db.FactorTOTP
+	case op.Factor == db.FactorDuo:
+		return db.FactorDuo
+	}
+	return db.FactorNone
+}
+
+func isRefusal(err error) bool {
+	for _, e := range []error{signin.ErrBadCredentials, signin.ErrLocked, signin.ErrThrottled, signin.ErrBadCode,
+		signin.ErrDuoDenied, signin.ErrDuoTimeout, signin.ErrDuoUnavailable, signin.ErrNoFactor} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	return false
+}
+
+// completeSignIn makes the session an operator's.
+func (c *Console) completeSignIn(w http.ResponseWriter, r *http.Request, op db.Operator, next string) {
+	ctx := r.Context()
+	if err := c.Sessions.RenewToken(ctx); err != nil {
+		c.fail(w, r, err)
+		return
+	}
+	for _, k := range []string{sessionPending, sessionPendingNext, sessionDuoTx, sessionDuoSince} {
+		c.Sessions.Remove(ctx, k)
+	}
+	c.Sessions.Put(ctx, sessionOperator, op.Name)
+	if err := c.Signin.Completed(ctx, op, remoteIP(r)); err != nil {
+		c.fail(w, r, err)
+		return
+	}
+	if !op.IsAdmin() {
+		next = "/console/account"
+	}
+	if r.Header.Get("HX-Request") != "" {
+		w.Header().Set("HX-Redirect", next)
+		w.WriteHeader(http.StatusOK)
+		return
+	}
+	http.Redirect(w, r, next, http.StatusSeeOther)
+}
+
+// pendingOperator is the operator half-way through signing in.
+func (c *Console) pendingOperator(ctx context.Context) (db.Operator, bool, error) {
+	name := c.Sessions.GetString(ctx, sessionPending)
+	if name == "" {
+		return db.Operator{}, false, nil
+	}
+	op, err := c.Store.Operator(ctx, name)
+	if errors.Is(err, db.ErrNotFound) {
+		return db.Operator{}, false, nil
+	}
+	if err != nil {
+		return db.Operator{}, false, err
+	}
+	return op, !op.Disabled, nil
+}
+
+// pendingOrRestart finds the operator half-way through signing in, or
+// answers with the sign-in page to start over.
+func (c *Console) pendingOrRestart(w http.ResponseWriter, r *http.Request) (db.Operator, bool) {
+	op, ok, err := c.pendingOperator(r.Context())
+	if err != nil {
+		c.fail(w, r, err)
+		return db.Operator{}, false
+	}
+	if !ok {
+		http.Redirect(w, r, "/console/signin", http.StatusSeeOther)
+	}
+	return op, ok
+}
+
+func (c *Console) totpPage(w http.ResponseWriter, r *http.Request) {
+	op, ok := c.pendingOrRestart(w, r)
+	if !ok {
+		return
+	}
+	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	_ = web.SignInTOTP(c.Asset, op.Name, "").Render(r.Context(), w)
+}
+
+func (c *Console) totpSignIn(w http.ResponseWriter, r *http.Request) {
+	ctx := r.Context()
+	op, ok := c.pendingOrRestart(w, r)
+	if !ok {
+		return
+	}
+	if err := r.ParseForm(); err != nil {
+		c.fail(w, r, badRequest("The form could not be read."))
+		return
+	}
+	if op.LockedUntil.After(c.now()) {
+		c.Sessions.Remove(ctx, sessionPending)
+		c.signInRefused(w, r, op.Name, "", http.StatusUnauthorized, signin.ErrLocked)
+		return
+	}
+	if err := c.Signin.CheckTOTP(ctx, op, r.PostForm.Get("code"), remoteIP(r)); err != nil {
+		if !isRefusal(err) {
+			c.fail(w, r, err)
+			return
+		}
 		w.Header().Set("Content-Type", "text/html; charset=utf-8")
 		w.WriteHeader(http.StatusUnauthorized)
-		_ = web.SignIn(c.Asset, name, "Wrong name or password, or not an administrator.", next).Render(r.Context(), w)
+		_ = web.SignInTOTP(c.Asset, op.Name, "Wrong or already used code.").Render(ctx, w)
 		return
 	}
-	// A new token at sign-in: a token planted before cannot ride along.
-	if err := c.Sessions.RenewToken(r.Context()); err != nil {
+	c.completeSignIn(w, r, op, safeNext(c.Sessions.GetString(ctx, sessionPendingNext)))
+}
+
+// startDuo sends the push and shows the page that waits for it.
+func (c *Console) startDuo(w http.ResponseWriter, r *http.Request, op db.Operator, next string) {
+	ctx := r.Context()
+	set, err := c.Signin.Settings(ctx)
+	if err != nil {
 		c.fail(w, r, err)
 		return
 	}
-	c.Sessions.Put(r.Context(), sessionOperator, op.Name)
-	c.Events.Emit(event.Event{Time: c.now(), Kind: event.KindOperator, Operator: op.Name, PublicIP: remoteIP(r),
-		Message: fmt.Sprintf("Operator %s signed in from %s", op.Name, remoteIP(r))})
-	http.Redirect(w, r, next, http.StatusSeeOther)
+	client, err := c.Signin.Duo(set)
+	var txid string
+	var res *duo.Result
+	if err == nil {
+		defer client.CloseIdleConnections()
+		txid, res, err = client.Start(ctx, op.Name, remoteIP(r), "Switchboard console sign-in")
+	}
+	if err != nil {
+		if err := c.Signin.DuoError(ctx, op, set, remoteIP(r), err); err != nil {
+			c.signInRefused(w, r, op.Name, next, http.StatusServiceUnavailable, err)
+			return
+		}
+		c.completeSignIn(w, r, op, next) // failing open, as an admin chose
+		return
+	}
+	if res != nil {
+		if res.Outcome == duo.Allow {
+			c.completeSignIn(w, r, op, next)
+			return
+		}
+		c.Signin.Failed(ctx, op, remoteIP(r))
+		c.signInRefused(w, r, op.Name, next, http.StatusUnauthorized, signin.ErrDuoDenied)
+		return
+	}
+	c.Sessions.Put(ctx, sessionPending, op.Name)
+	c.Sessions.Put(ctx, sessionPendingNext, next)
+	c.Sessions.Put(ctx, sessionDuoTx, txid)
+	c.Sessions.Put(ctx, sessionDuoSince, c.now().Unix())
+	http.Redirect(w, r, "/console/signin/duo", http.StatusSeeOther)
+}
+
+func (c *Console) duoPage(w http.ResponseWriter, r *http.Request) {
+	if c.Sessions.GetString(r.Context(), sessionDuoTx) == "" {
+		http.Redirect(w, r, "/console/signin", http.StatusSeeOther)
+		return
+	}
+	op, ok := c.pendingOrRestart(w, r)
+	if !ok {
+		return
+	}
+	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	_ = web.SignInDuo(c.Asset, op.Name).Render(r.Context(), w)
+}
+
+// duoStatus is polled by the waiting page: one auth_status call each time.
+func (c *Console) duoStatus(w http.ResponseWriter, r *http.Request) {
+	ctx := r.Context()
+	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	op, ok, err := c.pendingOperator(ctx)
+	txid := c.Sessions.GetString(ctx, sessionDuoTx)
+	if err != nil || !ok || txid == "" {
+		_ = web.DuoStatus("This sign-in is no longer pending.", false).Render(ctx, w)
+		return
+	}
+	set, err := c.Signin.Settings(ctx)
+	if err != nil {
+		c.fail(w, r, err)
+		return
+	}
+	endSignIn := func(err error) {
+		for _, k := range []string{sessionPending, sessionPendingNext, sessionDuoTx, sessionDuoSince} {
+			c.Sessions.Remove(ctx, k)
+		}
+		msg := "The Duo Push was denied."
+		switch {
+		case errors.Is(err, signin.ErrDuoTimeout):
+			msg = "The Duo Push was not answered in time."
+		case errors.Is(err, signin.ErrDuoUnavailable):
+			msg = "Duo cannot be reached, so your sign-in cannot be confirmed."
+		}
+		_ = web.DuoStatus(msg, false).Render(ctx, w)
+	}
+	since := time.Unix(c.Sessions.GetInt64(ctx, sessionDuoSince), 0)
+	if c.now().Sub(since) > set.DuoTimeout {
+		endSignIn(c.Signin.DuoError(ctx, op, set, remoteIP(r), duo.ErrTimeout))
+		return
+	}
+	client, err := c.Signin.Duo(set)
+	var res duo.Result
+	if err == nil {
+		defer client.CloseIdleConnections()
+		res, err = client.Status(ctx, txid)
+	}
+	switch {
+	case err != nil:
+		if err := c.Signin.DuoError(ctx, op, set, remoteIP(r), err); err != nil {
+			endSignIn(err)
+			return
+		}
+		c.completeSignIn(w, r, op, safeNext(c.Sessions.GetString(ctx, sessionPendingNext)))
+	case res.Outcome == duo.Allow:
+		c.completeSignIn(w, r, op, safeNext(c.Sessions.GetString(ctx, sessionPendingNext)))
+	case res.Outcome == duo.Deny:
+		c.Signin.Failed(ctx, op, remoteIP(r))
+		endSignIn(signin.ErrDuoDenied)
+	default:
+		_ = web.DuoStatus("Waiting for your approval…", true).Render(ctx, w)
+	}
 }
 
 func (c *Console) signOut(w http.ResponseWriter, r *http.Request) {

@@ -24,6 +24,7 @@ import (
 	"github.com/switchboard/switchboard/internal/pgtest"
 	"github.com/switchboard/switchboard/password"
 	"github.com/switchboard/switchboard/relay"
+	"github.com/switchboard/switchboard/signin"
 	"github.com/switchboard/switchboard/static"
 )
 
@@ -56,6 +57,7 @@ func consoleServer(t *testing.T) (*db.DB, *http.Client, string) {
 	h := &Handlers{Relay: relay.New(relay.Config{}), Logger: slog.New(slog.DiscardHandler), Static: assets,
 		Console: &Console{
 			Relay: relay.New(relay.Config{}), Store: store, Sessions: sessions, Asset: assets.URL,
+			Signin: signin.New(signin.Config{Store: store}),
 			Config: &fixedConfig{config.Config{Listen: []string{":443"}, CMPI: time.Minute, LogDir: "/tmp", LogMaxKB: 1, ServerRole: config.RoleStandalone}},
 			Events: event.SinkFunc(func(event.Event) {}), Logger: slog.New(slog.DiscardHandler), Stopping: stopping,
 		}}
@@ -223,5 +225,73 @@ func BenchmarkClientsView10k(b *testing.B) {
 	}
 	for b.Loop() {
 		clientsView(all, clientsQuery{q: "pc-0", sort: "name", page: 3}, time.Now())
+	}
+}
+
+// TestOperatorWithoutAdminRole: an operator who is not an admin signs in to
+// their Account page and nothing else.
+func TestOperatorWithoutAdminRole(t *testing.T) {
+	store, _, base := consoleServer(t)
+	hash, err := password.Hash("operator password 1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := store.AddOperator(context.Background(), db.Operator{Name: "olga", PasswordHash: hash, Role: db.RoleOperator}); err != nil {
+		t.Fatal(err)
+	}
+	jar, _ := cookiejar.New(nil)
+	client := &http.Client{Jar: jar}
+	resp, err := client.PostForm(base+"/console/signin", url.Values{"name": {"olga"}, "password": {"operator password 1"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.Request.URL.Path != "/console/account" || !strings.Contains(string(body), "Set up an authenticator app") {
+		t.Fatalf("landed on %s:\n%s", resp.Request.URL.Path, body)
+	}
+	if strings.Contains(string(body), "/console/config/general") {
+		t.Error("a non-admin sees the administration links")
+	}
+	for _, path := range []string{"/console/clients", "/console/events", "/console/config/2fa"} {
+		if _, code := getPage(t, client, base+path); code != http.StatusForbidden {
+			t.Errorf("%s: %d, want 403", path, code)
+		}
+	}
+}
+
+// TestTwoFASettingsKeepTheSecret: the Duo secret key is stored but never
+// shown again, and saving the form without it keeps it.
+func TestTwoFASettingsKeepTheSecret(t *testing.T) {
+	store, client, base := consoleServer(t)
+	form := url.Values{"token_ttl": {"30"}, "duo_timeout": {"45"}, "duo_ikey": {"DIABCDEFGHIJKLMNOPQR"},
+		"duo_skey": {"the-duo-secret-key-0123456789"}, "duo_host": {"api-test.duosecurity.com"}, "require_all": {"1"}}
+	page := func() string {
+		body, code := getPage(t, client, base+"/console/config/2fa")
+		if code != http.StatusOK {
+			t.Fatalf("2fa tab: %d", code)
+		}
+		return body
+	}
+	post := func(f url.Values) {
+		resp, err := client.PostForm(base+"/console/config/2fa", f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+	}
+	post(form)
+	if body := page(); strings.Contains(body, "the-duo-secret-key") || !strings.Contains(body, "stored; leave empty to keep it") {
+		t.Errorf("the 2FA tab shows the secret or not that one is stored")
+	}
+	form.Set("duo_skey", "")
+	form.Set("duo_timeout", "60")
+	post(form)
+	set, err := signin.LoadSettings(context.Background(), store)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if set.DuoSecretKey != "the-duo-secret-key-0123456789" || !set.Require2FA || set.TokenTTL != 30*time.Minute || set.DuoTimeout != time.Minute {
+		t.Errorf("settings = require %v ttl %v timeout %v secret kept %v", set.Require2FA, set.TokenTTL, set.DuoTimeout, set.DuoSecretKey != "")
 	}
 }

@@ -34,6 +34,8 @@ type Config struct {
 	CMPI       time.Duration // heartbeat interval told to Clients; 0 is wire.DefaultCMPI
 	Events     event.Sink
 	Logger     *slog.Logger
+	// Auth signs in Controls' operators; nil admits Controls by key alone.
+	Auth Authenticator
 
 	// HandshakeTimeout bounds the time from upgrade to a verified Hello.
 	// Ten seconds is ample on any real link and short enough that a stalled
@@ -51,6 +53,7 @@ type Server struct {
 	log              *slog.Logger
 	handshakeTimeout time.Duration
 	openTimeout      time.Duration
+	auth             Authenticator
 
 	keys       keyring
 	maxClients atomic.Int64
@@ -82,6 +85,7 @@ func New(cfg Config) *Server {
 		log:              cfg.Logger,
 		handshakeTimeout: cfg.HandshakeTimeout,
 		openTimeout:      cfg.OpenTimeout,
+		auth:             cfg.Auth,
 		clients:          make(map[clientKey]*client),
 		sessions:         make(map[string]*session),
 		pending:          make(map[string]*pendingOpen),
@@ -202,7 +206,7 @@ func (s *Server) serve(ctx context.Context, conn net.Conn, r *bufio.Reader, publ
 	case wire.RoleClient:
 		return s.serveClient(ctx, p)
 	case wire.RoleBrowse:
-		return s.serveBrowse(p)
+		return s.serveBrowse(ctx, p)
 	case wire.RoleConnect:
 		return s.serveConnect(ctx, p)
 	case wire.RoleAccept:
@@ -269,13 +273,16 @@ func (s *Server) isClosed() bool {
 }
 
 // serveBrowse lists the Clients that hold the Control's key.
-func (s *Server) serveBrowse(p *peerConn) error {
+func (s *Server) serveBrowse(ctx context.Context, p *peerConn) error {
 	defer p.conn.Close()
 	key, ok := s.keys.check(p.nonce, p.hello)
 	if !ok {
 		s.emit(event.BrowseSecurityFailed(p.publicIP))
 		s.refuse(p, wire.CodeUnauthorized, "security check failed: the gateway key is not valid on this gateway")
 		return fmt.Errorf("relay: browse from %s: bad key", p.publicIP)
+	}
+	if _, err := s.authenticate(ctx, p); err != nil {
+		return err
 	}
 	infos := s.ClientsForKey(key.KeyID)
 	_ = p.conn.SetWriteDeadline(time.Now().Add(30 * time.Second))

@@ -20,6 +20,7 @@ import (
 type session struct {
 	id           string
 	control      string
+	operator     string // who signed in at the Control; "" for key only
 	controlKeyID string
 	controlIP    string
 	client       *client
@@ -43,6 +44,7 @@ func (x *session) terminate() {
 type SessionInfo struct {
 	ID        string
 	Control   string
+	Operator  string // "" when the Control was admitted by key alone
 	ControlIP string
 	Client    string
 	Service   string
@@ -57,7 +59,7 @@ func (s *Server) Sessions() []SessionInfo {
 	out := make([]SessionInfo, 0, len(s.sessions))
 	for _, x := range s.sessions {
 		out = append(out, SessionInfo{
-			ID: x.id, Control: x.control, ControlIP: x.controlIP, Client: x.client.name,
+			ID: x.id, Control: x.control, Operator: x.operator, ControlIP: x.controlIP, Client: x.client.name,
 			Service: x.service, Started: x.started, BytesUp: x.up.Load(), BytesDown: x.down.Load(),
 		})
 	}
@@ -94,6 +96,10 @@ func (s *Server) serveConnect(ctx context.Context, p *peerConn) error {
 		s.emit(event.ControlSecurityFailed(h.Name, clientName, p.publicIP))
 		s.refuse(p, wire.CodeUnauthorized, "security check failed: the gateway key is not valid on this gateway")
 		return fmt.Errorf("relay: connect from %s: bad key", p.publicIP)
+	}
+	operator, err := s.authenticate(ctx, p)
+	if err != nil {
+		return err
 	}
 	c, mismatch := s.findClient(clientName, ckey.KeyID)
 	if c == nil {
@@ -149,7 +155,7 @@ func (s *Server) serveConnect(ctx context.Context, p *peerConn) error {
 	}
 
 	x := &session{
-		id: id, control: h.Name, controlKeyID: ckey.KeyID, controlIP: p.publicIP,
+		id: id, control: h.Name, operator: operator, controlKeyID: ckey.KeyID, controlIP: p.publicIP,
 		client: c, service: service, started: time.Now(), a: p.conn, b: acc.conn,
 	}
 	s.mu.Lock()
@@ -177,12 +183,16 @@ func (s *Server) serveConnect(ctx context.Context, p *peerConn) error {
 		}
 		_ = conn.SetDeadline(time.Time{})
 	}
-	s.emit(event.SessionStarted(h.Name, c.name, p.publicIP))
+	started := event.SessionStarted(h.Name, c.name, p.publicIP)
+	started.Operator = operator
+	s.emit(started)
 	stop := context.AfterFunc(ctx, x.terminate)
 	s.splice(x, readerFor(p), readerFor(acc))
 	stop()
 	x.terminate()
-	s.emit(event.SessionEnded(h.Name, c.name, p.publicIP))
+	ended := event.SessionEnded(h.Name, c.name, p.publicIP)
+	ended.Operator = operator
+	s.emit(ended)
 	return nil
 }
 

@@ -14,9 +14,12 @@ import (
 
 // Layout is what every console page shares.
 type Layout struct {
-	Title       string
-	Active      string // nav section: clients, sessions, events, config
-	Operator    string
+	Title    string
+	Active   string // nav section: clients, sessions, events, config
+	Operator string
+	// Admin shows the administration pages; other operators see only
+	// their Account page.
+	Admin       bool
 	ClientCount int
 	// Stream is the SSE URL for this page's live updates; empty for none.
 	Stream string
@@ -126,9 +129,13 @@ type KeyRow struct {
 
 // OperatorRow is one operator in the Operators tab.
 type OperatorRow struct {
-	Name, Role string
-	Disabled   bool
-	Added      time.Time
+	Name, Role   string
+	Disabled     bool
+	Added        time.Time
+	Factor       string
+	Require2FA   bool
+	TOTPEnrolled bool
+	LockedUntil  time.Time
 }
 
 // ConfigView is the Configuration page with one tab open.
@@ -154,6 +161,7 @@ type ConfigView struct {
 	Proxies      string // one per line
 	// ACME settings, for the form that switches to ACME.
 	ACMEDomains, ACMEEmail, ACMEDirectory string
+	TwoFA                                 TwoFAView
 }
 
 // CertInfo describes the certificate the gateway presents.
@@ -208,3 +216,35 @@ func Stamp(t time.Time) string { return t.Local().Format("2006-01-02 15:04:05") 
 
 func itoa(n int) string  { return strconv.Itoa(n) }
 func i64(n int64) string { return strconv.FormatInt(n, 10) }
+
+// AccountView is the signed-in operator's own settings.
+type AccountView struct {
+	Operator     string
+	Flash, Error string
+	Factor       string
+	Require2FA   bool
+	TOTPEnrolled bool
+	// Enrolment is set while a new TOTP secret awaits its first code.
+	Enrolment struct{ Secret string }
+}
+
+// TwoFAView is the 2FA tab.
+type TwoFAView struct {
+	RequireAll      bool
+	TokenTTLMinutes int
+	DuoIKey         string
+	DuoSKeySet      bool
+	DuoHost         string
+	DuoFailOpen     bool
+	DuoTimeout      int // seconds
+	Tokens          []TokenRow
+}
+
+// TokenRow is one kept Control sign-in.
+type TokenRow struct {
+	ID                int64
+	Operator, Control string
+	PublicIP          string
+	Created, Expires  time.Time
+	LastUsed          time.Time
+}

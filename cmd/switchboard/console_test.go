@@ -135,14 +135,8 @@ func consoleGateway(t *testing.T, opts ...gwOption) *testGateway {
 
 func (b *browser) signIn(g *testGateway) {
 	b.t.Helper()
-	b.run("sign in",
-		chromedp.Navigate(g.https()+"/console/"),
-		chromedp.WaitVisible(`input[name=name]`, chromedp.ByQuery),
-		chromedp.SendKeys(`input[name=name]`, adminName, chromedp.ByQuery),
-		chromedp.SendKeys(`input[name=password]`, adminPassword, chromedp.ByQuery),
-		chromedp.Submit(`input[name=password]`, chromedp.ByQuery),
-		chromedp.WaitVisible(`#clients-table`, chromedp.ByQuery),
-	)
+	b.passwordStep(g)
+	b.run("sign in", chromedp.WaitVisible(`#clients-table`, chromedp.ByQuery))
 }
 
 func TestConsoleSignIn(t *testing.T) {
@@ -241,7 +235,7 @@ func TestConsoleTerminatesSession(t *testing.T) {
 	g := consoleGateway(t)
 	a := g.startAgent(t, testKey, "pc-sess", map[string]string{"echo": echoServer(t)})
 	g.waitConnected(t, a)
-	conn, err := g.control(testKey, "op-console").Connect(context.Background(), "pc-sess/echo")
+	conn, err := g.signedControl(testKey, "op-console").Connect(context.Background(), "pc-sess/echo")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -255,7 +249,7 @@ func TestConsoleTerminatesSession(t *testing.T) {
 		chromedp.WaitVisible(`tr[data-session]`, chromedp.ByQuery),
 	)
 	row := b.text(`tr[data-session]`)
-	for _, want := range []string{"op-console", "pc-sess", "echo", "14 B"} {
+	for _, want := range []string{"op-console", adminName, "pc-sess", "echo", "14 B"} {
 		if !strings.Contains(row, want) {
 			t.Errorf("session row %q lacks %q", row, want)
 		}
@@ -408,7 +402,7 @@ func TestConsoleSecurityTab(t *testing.T) {
 		t.Fatalf("the uploaded certificate is not kept: %v", err)
 	}
 
-	if _, err := g.control(testKey, "op").Browse(context.Background()); err != nil {
+	if _, err := g.signedControl(testKey, "op").Browse(context.Background()); err != nil {
 		t.Fatalf("plain browse before blocking: %v", err)
 	}
 	b.run("block unencrypted peers",
@@ -419,7 +413,7 @@ func TestConsoleSecurityTab(t *testing.T) {
 		chromedp.WaitVisible(`.flash.ok`, chromedp.ByQuery),
 	)
 	waitFor(t, "plain peers to be refused", 5*time.Second, func() bool {
-		_, err := g.control(testKey, "op").Browse(context.Background())
+		_, err := g.signedControl(testKey, "op").Browse(context.Background())
 		return err != nil && strings.Contains(err.Error(), "only encrypted")
 	})
 	g.waitEvent(t, "Operator admin changed blocking of unencrypted peers from off to on")

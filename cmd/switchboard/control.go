@@ -13,12 +13,24 @@ import (
 	"time"
 
 	"github.com/switchboard/switchboard/control"
+	"github.com/switchboard/switchboard/control/gateways"
 	"github.com/switchboard/switchboard/relay/peer"
+	"github.com/switchboard/switchboard/relay/wire"
+	"github.com/switchboard/switchboard/transport"
 )
 
 const controlUsage = `Usage:
-  switchboard control browse  --gateway URL --key KEY [--json]
-  switchboard control connect --gateway URL --key KEY CLIENT[/SERVICE] (--listen ADDR | --stdio)`
+  switchboard control browse  [NAME] [--gateway URL --key KEY] [--user OPERATOR] [--json]
+  switchboard control connect [NAME] [--gateway URL --key KEY] [--user OPERATOR] CLIENT[/SERVICE] (--listen ADDR | --stdio)
+  switchboard control gateways add NAME --gateway URL --key KEY [--user OPERATOR] [--description TEXT] [--fingerprint SHA256]
+  switchboard control gateways list | remove NAME
+
+NAME is a gateway remembered with "control gateways add"; without one, give
+--gateway and --key. When the gateway has operators, sign in with --user:
+the password is asked for (or read from SWITCHBOARD_PASSWORD or
+--password-file), then a TOTP code or a Duo Push approval when the gateway
+requires one. A successful sign-in is kept for a while in the gateways file
+so that the next command does not ask again.`
 
 func (e *cmdEnv) control(ctx context.Context, args []string) error {
 	if len(args) == 0 {
@@ -30,6 +42,8 @@ func (e *cmdEnv) control(ctx context.Context, args []string) error {
 		return e.controlBrowse(ctx, args[1:])
 	case "connect":
 		return e.controlConnect(ctx, args[1:])
+	case "gateways":
+		return e.controlGateways(args[1:])
 	case "-h", "--help", "help":
 		fmt.Fprintln(e.stdout, controlUsage)
 		return nil
@@ -50,26 +64,134 @@ func defaultControlName() string {
 	return who + "@" + host
 }
 
-func (e *cmdEnv) controlBrowse(ctx context.Context, args []string) error {
-	fs := newFlagSet("control browse", `Usage: switchboard control browse --gateway URL --key KEY [--json]
+// controlFlags are what browse and connect share: where to go, who signs in.
+type controlFlags struct {
+	gf           gatewayFlags
+	name         string
+	user         string
+	passwordFile string
+	file         string
+}
 
-Lists the Clients connected to the gateway that hold the same key.`, e.stderr)
-	var gf gatewayFlags
-	gf.add(fs)
-	name := fs.String("name", defaultControlName(), "this Control's name, shown in the gateway's events")
+func (c *controlFlags) add(fs *flagSet) {
+	c.gf.add(fs)
+	fs.StringVar(&c.name, "name", defaultControlName(), "this Control's name, shown in the gateway's events")
+	fs.StringVar(&c.user, "user", "", "operator to sign in as, when the gateway has operators")
+	fs.StringVar(&c.passwordFile, "password-file", "", "read the operator's password from this file instead of asking")
+	fs.StringVar(&c.file, "gateways-file", "", "file of remembered gateways and kept sign-ins (default: the user's config folder)")
+}
+
+// build makes the Control: from a remembered gateway when entry is not
+// empty (flags given as well override its fields), else from the flags.
+func (c *controlFlags) build(fs *flagSet, entry string, p *prompter) (*control.Control, error) {
+	// The file is read only when needed, so ad-hoc use with --gateway and
+	// --key works on a machine with no config folder.
+	var gwFile *gateways.File
+	var err error
+	if entry != "" {
+		if gwFile, err = c.gatewaysFile(); err != nil {
+			return nil, err
+		}
+		e, ok := gwFile.Lookup(entry)
+		if !ok {
+			return nil, fmt.Errorf("no remembered gateway called %q in %s (see: switchboard control gateways list)", entry, gwFile.Path())
+		}
+		if !fs.isSet("gateway") {
+			c.gf.gateway = e.Gateway
+		}
+		if !fs.isSet("key") {
+			c.gf.key = e.Key
+		}
+		if !fs.isSet("user") {
+			c.user = e.User
+		}
+		if !fs.isSet("fingerprint") {
+			c.gf.fingerprint = e.Fingerprint
+		}
+	}
+	d, err := c.gf.dialer("switchboard-control/" + version)
+	if err != nil {
+		return nil, err
+	}
+	ctl := &control.Control{Dialer: d, Key: c.gf.key, Name: c.name, Operator: c.user}
+	if c.user == "" {
+		return ctl, nil
+	}
+	if gwFile == nil {
+		if gwFile, err = c.gatewaysFile(); err != nil {
+			return nil, err
+		}
+	}
+	ctl.Password = func(ctx context.Context) (string, error) {
+		if c.passwordFile != "" {
+			b, err := os.ReadFile(c.passwordFile)
+			if err != nil {
+				return "", fmt.Errorf("--password-file: %w", err)
+			}
+			return strings.TrimRight(string(b), "\r\n"), nil
+		}
+		if pw, ok := os.LookupEnv("SWITCHBOARD_PASSWORD"); ok {
+			return pw, nil
+		}
+		return p.ask(ctx, fmt.Sprintf("Password for operator %s at %s: ", c.user, d.Gateway), true)
+	}
+	ctl.Code = func(ctx context.Context, prompt string) (string, error) {
+		return p.ask(ctx, prompt+": ", false)
+	}
+	ctl.Notify = func(msg string) { fmt.Fprintln(p.out, msg) }
+	id := gateways.TokenID(d.Gateway.String(), c.gf.key, c.user)
+	if t, ok := gwFile.Token(id); ok {
+		ctl.Token = t.Value
+	}
+	ctl.SaveToken = func(ok wire.AuthOK) {
+		if ok.Token == "" {
+			gwFile.ForgetToken(id)
+		} else {
+			gwFile.SetToken(id, gateways.Token{Value: ok.Token, Operator: ok.Operator, Expires: ok.Expires})
+		}
+		if err := gwFile.Save(); err != nil {
+			fmt.Fprintln(p.out, "warning: the sign-in could not be kept:", err)
+		}
+	}
+	return ctl, nil
+}
+
+func (c *controlFlags) gatewaysFile() (*gateways.File, error) {
+	path := c.file
+	if path == "" {
+		var err error
+		if path, err = gateways.DefaultPath(); err != nil {
+			return nil, fmt.Errorf("find the gateways file: %w (give --gateways-file)", err)
+		}
+	}
+	return gateways.Load(path)
+}
+
+func (e *cmdEnv) controlBrowse(ctx context.Context, args []string) error {
+	fs := newFlagSet("control browse", `Usage: switchboard control browse [NAME] [--gateway URL --key KEY] [--user OPERATOR] [--json]
+
+Lists the Clients connected to the gateway that hold the same key. NAME is a
+gateway remembered with "control gateways add".`, e.stderr)
+	var cf controlFlags
+	cf.add(fs)
 	asJSON := fs.Bool("json", false, "print JSON for scripts")
 	pos, err := fs.parse(args)
 	if err != nil {
 		return err
 	}
-	if len(pos) > 0 {
-		return fmt.Errorf("browse takes no arguments (got %q)", pos)
+	if len(pos) > 1 {
+		return fmt.Errorf("browse takes at most one remembered gateway NAME (got %q)", pos)
 	}
-	d, err := gf.dialer("switchboard-control/" + version)
+	entry := ""
+	if len(pos) == 1 {
+		entry = pos[0]
+	}
+	p := e.newPrompter(false)
+	defer p.close()
+	c, err := cf.build(fs, entry, p)
 	if err != nil {
 		return err
 	}
-	c := &control.Control{Dialer: d, Key: gf.key, Name: *name}
 	clients, err := c.Browse(ctx)
 	if err != nil {
 		return err
@@ -93,7 +215,7 @@ Lists the Clients connected to the gateway that hold the same key.`, e.stderr)
 }
 
 func (e *cmdEnv) controlConnect(ctx context.Context, args []string) error {
-	fs := newFlagSet("control connect", `Usage: switchboard control connect --gateway URL --key KEY CLIENT[/SERVICE] (--listen ADDR | --stdio)
+	fs := newFlagSet("control connect", `Usage: switchboard control connect [NAME] [--gateway URL --key KEY] CLIENT[/SERVICE] (--listen ADDR | --stdio)
 
 Opens sessions to a Client's service. With --listen every connection
 accepted on ADDR becomes one session (like ssh -L). With --stdio standard
@@ -101,27 +223,33 @@ input and output are the session, for use as an ssh ProxyCommand:
 
     ssh -o ProxyCommand='switchboard control connect --gateway gw:443 --key K --stdio %h/ssh' user@pc-17
 
-SERVICE may be left out when the Client offers exactly one.`, e.stderr)
-	var gf gatewayFlags
-	gf.add(fs)
-	name := fs.String("name", defaultControlName(), "this Control's name, shown in the gateway's events")
+NAME is a gateway remembered with "control gateways add". SERVICE may be
+left out when the Client offers exactly one.`, e.stderr)
+	var cf controlFlags
+	cf.add(fs)
 	listen := fs.String("listen", "", "local address to accept connections on, e.g. 127.0.0.1:2222")
 	stdio := fs.Bool("stdio", false, "use standard input and output as one session")
 	pos, err := fs.parse(args)
 	if err != nil {
 		return err
 	}
-	if len(pos) != 1 {
-		return fmt.Errorf("connect needs exactly one CLIENT[/SERVICE] (got %d)", len(pos))
+	entry := ""
+	switch len(pos) {
+	case 1:
+	case 2:
+		entry, pos = pos[0], pos[1:]
+	default:
+		return fmt.Errorf("connect needs [NAME] CLIENT[/SERVICE] (got %d arguments)", len(pos))
 	}
 	if (*listen == "") == !*stdio {
 		return fmt.Errorf("give exactly one of --listen ADDR and --stdio")
 	}
-	d, err := gf.dialer("switchboard-control/" + version)
+	p := e.newPrompter(*stdio)
+	defer p.close()
+	c, err := cf.build(fs, entry, p)
 	if err != nil {
 		return err
 	}
-	c := &control.Control{Dialer: d, Key: gf.key, Name: *name}
 	target := pos[0]
 	if *stdio {
 		conn, err := c.Connect(ctx, target)
@@ -138,10 +266,74 @@ SERVICE may be left out when the Client offers exactly one.`, e.stderr)
 	if err != nil {
 		return fmt.Errorf("--listen: %w", err)
 	}
-	fmt.Fprintf(e.stderr, "forwarding %s to %s via %s\n", ln.Addr(), target, d.Gateway)
+	fmt.Fprintf(e.stderr, "forwarding %s to %s via %s\n", ln.Addr(), target, c.Dialer.Gateway)
 	return c.Forward(ctx, ln, target, func(err error) {
 		fmt.Fprintln(e.stderr, "session failed:", err)
 	})
+}
+
+func (e *cmdEnv) controlGateways(args []string) error {
+	fs := newFlagSet("control gateways", `Usage:
+  switchboard control gateways add NAME --gateway URL --key KEY [--user OPERATOR] [--description TEXT] [--fingerprint SHA256]
+  switchboard control gateways list
+  switchboard control gateways remove NAME
+
+Remembers gateways for "control browse NAME" and "control connect NAME ...".
+Several entries may share an address with different keys. The file holds
+keys and kept sign-ins and is readable by its owner only.`, e.stderr)
+	var cf controlFlags
+	cf.add(fs)
+	desc := fs.String("description", "", "with add: a note shown by list")
+	pos, err := fs.parse(args)
+	if err != nil {
+		return err
+	}
+	if len(pos) == 0 {
+		fs.Usage()
+		return errUsage
+	}
+	f, err := cf.gatewaysFile()
+	if err != nil {
+		return err
+	}
+	switch verb, rest := pos[0], pos[1:]; {
+	case verb == "add" && len(rest) == 1:
+		if cf.gf.fingerprint != "" {
+			fp, err := transport.NormalizeFingerprint(cf.gf.fingerprint)
+			if err != nil {
+				return fmt.Errorf("--fingerprint: %w", err)
+			}
+			cf.gf.fingerprint = fp
+		}
+		err := f.Add(gateways.Entry{Name: rest[0], Gateway: cf.gf.gateway, Key: cf.gf.key, User: cf.user,
+			Description: *desc, Fingerprint: cf.gf.fingerprint})
+		if err != nil {
+			return err
+		}
+		if err := f.Save(); err != nil {
+			return err
+		}
+		fmt.Fprintf(e.stdout, "remembered gateway %s (%s) in %s\n", rest[0], cf.gf.gateway, f.Path())
+		return nil
+	case verb == "list" && len(rest) == 0:
+		tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "NAME\tGATEWAY\tUSER\tDESCRIPTION")
+		for _, g := range f.Entries() {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", g.Name, g.Gateway, g.User, g.Description)
+		}
+		return tw.Flush()
+	case verb == "remove" && len(rest) == 1:
+		if err := f.Remove(rest[0]); err != nil {
+			return err
+		}
+		if err := f.Save(); err != nil {
+			return err
+		}
+		fmt.Fprintf(e.stdout, "forgot gateway %s\n", rest[0])
+		return nil
+	}
+	fs.Usage()
+	return errUsage
 }
 
 // stdioConn makes standard input and output one end of a session. Closing

@@ -28,6 +28,7 @@ import (
 	"github.com/switchboard/switchboard/handlers"
 	"github.com/switchboard/switchboard/metrics"
 	"github.com/switchboard/switchboard/relay"
+	"github.com/switchboard/switchboard/signin"
 	"github.com/switchboard/switchboard/static"
 	"github.com/switchboard/switchboard/transport"
 	"github.com/switchboard/switchboard/web"
@@ -153,9 +154,20 @@ func startGatewayWith(ctx context.Context, cfg serveConfig, log *slog.Logger, ad
 		})
 		sink = m.Sink(g.events)
 	}
+	duoRoots, err := cfg.duoRoots()
+	if err != nil {
+		return g, err
+	}
+	nodeSink := event.SinkFunc(func(e event.Event) {
+		if e.Node == "" {
+			e.Node = cfg.node
+		}
+		sink.Emit(e)
+	})
+	signins := signin.New(signin.Config{Store: st, Events: nodeSink, Logger: log, DuoRoots: duoRoots})
 	g.relay = relay.New(relay.Config{
 		Node: cfg.node, Salt: salt, MaxClients: rc.MaxClients, CMPI: rc.CMPI,
-		Events: sink, Logger: log,
+		Events: sink, Logger: log, Auth: signins,
 	})
 	g.relay.SetKeys(relayKeys(keys))
 	if len(keys) == 0 {
@@ -187,8 +199,9 @@ func startGatewayWith(ctx context.Context, cfg serveConfig, log *slog.Logger, ad
 	h := &handlers.Handlers{Relay: g.relay, Logger: log, Ready: g.ready, Static: assets, Events: sink,
 		Security: func() handlers.Security { return *g.security.Load() },
 		Console: &handlers.Console{
-			Relay: g.relay, Store: st, Config: runtimeStore{st, cfg.runtimeConfig()}, Sessions: sessions, Events: sink,
-			Asset: assets.URL, Logger: log, Stopping: g.stopping, HTTPS: g.tls != nil,
+			Relay: g.relay, Store: st, Config: runtimeStore{st, cfg.runtimeConfig()}, Sessions: sessions, Events: nodeSink,
+			Signin: signins,
+			Asset:  assets.URL, Logger: log, Stopping: g.stopping, HTTPS: g.tls != nil,
 			Certificate: g.certificateInfo,
 			AddKey: func(ctx context.Context, key, label string) (string, bool, error) {
 				return addKey(ctx, st, salt, key, label)

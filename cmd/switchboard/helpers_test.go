@@ -126,6 +126,15 @@ func (g *testGateway) control(key, name string) *control.Control {
 	return &control.Control{Dialer: g.dialer(), Key: key, Name: name}
 }
 
+// signedControl is a Control that signs in as the console's admin, for
+// gateways that have operators.
+func (g *testGateway) signedControl(key, name string) *control.Control {
+	c := g.control(key, name)
+	c.Operator = adminName
+	c.Password = func(context.Context) (string, error) { return adminPassword, nil }
+	return c
+}
+
 // startAgent runs a Client agent until the test ends.
 func (g *testGateway) startAgent(t testing.TB, key, name string, services map[string]string) *agent.Agent {
 	t.Helper()

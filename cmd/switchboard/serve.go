@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/x509"
 	"fmt"
 	"net/netip"
 	"os"
@@ -31,12 +32,29 @@ type serveConfig struct {
 	acmeEmail   string
 	block       bool
 	trusted     []string
+	duoCA       string
 	// explicit tells which flags were given (command line or environment);
 	// nil means all, as for tests that build a serveConfig directly.
 	explicit func(flag string) bool
 	// keyPoll is how often stored keys are compared with the running set.
 	// Half a second keeps "within a second" true at a negligible query rate.
 	keyPoll time.Duration
+}
+
+// duoRoots reads --duo-ca; nil means the bundle Duo's library carries.
+func (c serveConfig) duoRoots() (*x509.CertPool, error) {
+	if c.duoCA == "" {
+		return nil, nil
+	}
+	pem, err := os.ReadFile(c.duoCA)
+	if err != nil {
+		return nil, fmt.Errorf("--duo-ca: %w", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("--duo-ca: %s holds no PEM certificate", c.duoCA)
+	}
+	return pool, nil
 }
 
 func (e *cmdEnv) serve(ctx context.Context, args []string) error {
@@ -60,6 +78,7 @@ here, or switchboard keys add).`, e.stderr)
 	fs.BoolVar(&cfg.noTLS, "no-tls", false, "serve plain HTTP only: no certificate at all (otherwise a self-signed one is made and kept when no other is given)")
 	fs.BoolVar(&cfg.block, "block-unencrypted", false, "refuse Clients and Controls that do not use https")
 	fs.Var(&trusted, "trusted-proxy", "address or CIDR of a TLS-terminating reverse proxy whose X-Forwarded-Proto/For are believed (repeatable)")
+	fs.StringVar(&cfg.duoCA, "duo-ca", "", "PEM file of certificate authorities to trust for the Duo API host instead of the bundle Duo's library carries (an inspecting proxy, or a test)")
 	fs.IntVar(&cfg.maxClients, "max-clients", 0, "licensed maximum of concurrent Clients; 0 is unlimited")
 	cmpi := fs.Int("cmpi", 60, "Comms Management Packet Interval: seconds between a Client's heartbeats")
 	fs.StringVar(&cfg.logDir, "log-dir", "", "folder of the GW001.log, GW002.log, ... event logs (default DATA-DIR/logs)")

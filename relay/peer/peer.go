@@ -62,6 +62,20 @@ func ParseGateway(s string) (Gateway, error) {
 	return g, nil
 }
 
+// Loopback reports whether the gateway is on this machine (localhost or a
+// loopback address), where nothing sent to it crosses a network.
+func (g Gateway) Loopback() bool {
+	host, _, err := net.SplitHostPort(g.Host)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
 func (g Gateway) String() string {
 	if g.TLS {
 		return "https://" + g.Host

@@ -58,6 +58,19 @@
 //     in Open. Before accepting, the Client has dialled its local service; if
 //     that failed it sends OpenFailed on its control channel instead.
 //
+// # Operators
+//
+// Once a gateway has operators, a browse or connect Hello must also name an
+// Operator and carry either a Password or a Token from an earlier sign-in;
+// otherwise the gateway answers Error auth_required (token_invalid for a
+// token it no longer accepts, locked while the account or the address is
+// locked out). When the operator's second factor is needed the gateway
+// sends AuthPrompt: for TOTP the Control answers AuthAnswer with the code;
+// for Duo Push it waits. A sign-in with a password ends with AuthOK
+// carrying a fresh Token. The role then proceeds as usual. The key check
+// comes first, so nobody without a gateway key learns anything about
+// operators.
+//
 // A peer must not send anything after its Hello until it has read Welcome or
 // Ready: that keeps the gateway's buffers empty when it starts splicing.
 package wire
@@ -107,6 +120,9 @@ const (
 	TypeConfig       Type = 10
 	TypeClientList   Type = 11
 	TypeGoodbye      Type = 12
+	TypeAuthPrompt   Type = 13
+	TypeAuthAnswer   Type = 14
+	TypeAuthOK       Type = 15
 )
 
 func (t Type) String() string {
@@ -135,6 +151,12 @@ func (t Type) String() string {
 		return "client-list"
 	case TypeGoodbye:
 		return "goodbye"
+	case TypeAuthPrompt:
+		return "auth-prompt"
+	case TypeAuthAnswer:
+		return "auth-answer"
+	case TypeAuthOK:
+		return "auth-ok"
 	}
 	return fmt.Sprintf("type(%d)", uint8(t))
 }
@@ -164,6 +186,14 @@ type Hello struct {
 	Name string `json:"name"`
 	// Target is "client" or "client/service" (connect) or the session ID (accept).
 	Target string `json:"target,omitempty"`
+
+	// Operator sign-in, roles browse and connect only; see "Operators".
+	// The password travels inside the connection, which is TLS whenever
+	// the gateway URL is https (the Control refuses to send one in clear
+	// to anything but the loopback).
+	Operator string `json:"operator,omitempty"`
+	Password string `json:"password,omitempty"`
+	Token    string `json:"token,omitempty"`
 
 	// Registration details, role client only.
 	RealIP   string    `json:"real_ip,omitempty"`
@@ -199,6 +229,10 @@ const (
 	CodeLicence      = "licence"
 	CodeUnavailable  = "unavailable"
 	CodeShutdown     = "shutdown"
+	// Operator sign-in (roles browse and connect).
+	CodeAuthRequired = "auth_required" // operators exist: sign in
+	CodeTokenInvalid = "token_invalid" // the kept token expired or was revoked: sign in again
+	CodeLocked       = "locked"        // too many failures: wait
 )
 
 // Error ends a handshake or a channel; it is also returned as a Go error by
@@ -245,6 +279,34 @@ type ClientInfo struct {
 type ClientList struct {
 	Clients []ClientInfo `json:"clients"`
 	More    bool         `json:"more"`
+}
+
+// Second factors named in AuthPrompt.
+const (
+	FactorTOTP = "totp"
+	FactorDuo  = "duo"
+)
+
+// AuthPrompt asks a signing-in Control for a second factor. With Answer
+// the Control replies with AuthAnswer (a TOTP code); without, it only shows
+// Message (a Duo Push is on its way) and waits.
+type AuthPrompt struct {
+	Factor  string `json:"factor"`
+	Message string `json:"message"`
+	Answer  bool   `json:"answer"`
+}
+
+// AuthAnswer is a Control's reply to an AuthPrompt.
+type AuthAnswer struct {
+	Code string `json:"code"`
+}
+
+// AuthOK ends a sign-in with a password: Token may be presented instead of
+// the password until Expires.
+type AuthOK struct {
+	Operator string    `json:"operator"`
+	Token    string    `json:"token"`
+	Expires  time.Time `json:"expires"`
 }
 
 // Goodbye tells a Client why the gateway closes its channel.

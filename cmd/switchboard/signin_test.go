@@ -1,0 +1,406 @@
+package main
+
+import (
+	"context"
+	"encoding/pem"
+	"errors"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/pquerna/otp/totp"
+
+	"github.com/switchboard/switchboard/control/gateways"
+	"github.com/switchboard/switchboard/db"
+	"github.com/switchboard/switchboard/password"
+	"github.com/switchboard/switchboard/relay/wire"
+	"github.com/switchboard/switchboard/signin"
+	"github.com/switchboard/switchboard/twofactor/duo/duotest"
+)
+
+const (
+	opName     = "alice"
+	opPassword = "alice's long password"
+	duoIKey    = "DIXXXXXXXXXXXXXXXXXX"
+	duoSKey    = "duo secret key that must stay secret"
+)
+
+// addOperator stores an operator with a password, as `operators add` does.
+func addOperator(t *testing.T, g *testGateway, name, pw, role string) db.Operator {
+	t.Helper()
+	hash, err := password.Hash(pw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	op, err := g.db().AddOperator(context.Background(), db.Operator{Name: name, PasswordHash: hash, Role: role})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return op
+}
+
+// controlProcess runs `switchboard control ARGS...` as a process, with stdin as the answers to its prompts, and a gateways file of its
+// own; it returns everything the process printed.
+func controlProcess(t *testing.T, gwFile, stdin string, env []string, args ...string) (string, error) {
+	t.Helper()
+	full := append([]string{"control"}, args...)
+	full = append(full, "--gateways-file", gwFile)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, binary(t), full...)
+	cmd.Env = append(os.Environ(), env...)
+	cmd.Stdin = strings.NewReader(stdin)
+	out, err := cmd.CombinedOutput()
+	return string(out), err
+}
+
+// TestControlSignIn: once an operator exists a Control must sign in; a
+// password admits it when no 2FA is required, and the kept token spares
+// the next command the prompt until an admin revokes it.
+func TestControlSignIn(t *testing.T) {
+	g := mustStartGateway(t)
+	a := g.startAgent(t, testKey, "pc-ops", map[string]string{"echo": echoServer(t)})
+	g.waitConnected(t, a)
+	gwFile := filepath.Join(t.TempDir(), "gateways.json")
+	browse := []string{"browse", "--gateway", g.url, "--key", testKey, "--name", "ctl-1"}
+
+	out, err := controlProcess(t, gwFile, "", nil, browse...)
+	if err != nil || !strings.Contains(out, "pc-ops") {
+		t.Fatalf("with no operators the key alone must do: %v\n%s", err, out)
+	}
+
+	addOperator(t, g, opName, opPassword, db.RoleOperator)
+	out, err = controlProcess(t, gwFile, "", nil, browse...)
+	if err == nil || !strings.Contains(out, "requires operators to sign in") || strings.Contains(out, "pc-ops") {
+		t.Fatalf("a Control without credentials must be refused: %v\n%s", err, out)
+	}
+
+	withUser := append(browse, "--user", opName)
+	out, err = controlProcess(t, gwFile, "not the password\n", nil, withUser...)
+	if err == nil || !strings.Contains(out, "wrong operator name or password") {
+		t.Fatalf("a wrong password must be refused: %v\n%s", err, out)
+	}
+	g.waitEvent(t, "Sign-in failed for operator alice from 127.0.0.1")
+
+	out, err = controlProcess(t, gwFile, opPassword+"\n", nil, withUser...)
+	if err != nil || !strings.Contains(out, "pc-ops") || !strings.Contains(out, "Password for operator alice") {
+		t.Fatalf("the password read at the prompt must admit: %v\n%s", err, out)
+	}
+	g.waitEvent(t, "Operator alice signed in from 127.0.0.1")
+	fi, err := os.Stat(gwFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi.Mode().Perm() != 0o600 {
+		t.Errorf("gateways file mode %v, want 0600", fi.Mode().Perm())
+	}
+	if b, _ := os.ReadFile(gwFile); strings.Contains(string(b), opPassword) {
+		t.Error("the password was written to the gateways file")
+	}
+
+	// The kept token: no prompt, nothing on stdin.
+	out, err = controlProcess(t, gwFile, "", nil, withUser...)
+	if err != nil || !strings.Contains(out, "pc-ops") || strings.Contains(out, "Password") {
+		t.Fatalf("the kept sign-in must admit without a prompt: %v\n%s", err, out)
+	}
+	tokens, err := g.db().ControlTokens(context.Background())
+	if err != nil || len(tokens) != 1 || tokens[0].Operator != opName || tokens[0].Control != "ctl-1" {
+		t.Fatalf("tokens = %+v, %v", tokens, err)
+	}
+	if _, err := g.db().RevokeControlToken(context.Background(), tokens[0].ID); err != nil {
+		t.Fatal(err)
+	}
+	out, err = controlProcess(t, gwFile, "", nil, withUser...)
+	if err == nil || !strings.Contains(out, "Password for operator alice") {
+		t.Fatalf("a revoked sign-in must ask again: %v\n%s", err, out)
+	}
+	out, err = controlProcess(t, gwFile, "", []string{"SWITCHBOARD_PASSWORD=" + opPassword}, withUser...)
+	if err != nil || !strings.Contains(out, "pc-ops") {
+		t.Fatalf("SWITCHBOARD_PASSWORD must sign in: %v\n%s", err, out)
+	}
+
+	// The session carries the operator into the console and the events.
+	c := g.control(testKey, "ctl-2")
+	c.Operator, c.Password = opName, func(context.Context) (string, error) { return opPassword, nil }
+	conn, err := c.Connect(context.Background(), "pc-ops/echo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustEcho(t, conn, []byte("hello"))
+	if ss := g.relay.Sessions(); len(ss) != 1 || ss[0].Operator != opName {
+		t.Errorf("sessions = %+v", ss)
+	}
+	conn.Close()
+	if e := g.waitEvent(t, "Control ctl-2 connected to Client pc-ops"); e.Operator != opName {
+		t.Errorf("session event operator = %q", e.Operator)
+	}
+}
+
+// TestControlLockout: repeated failures lock the account; while locked even
+// the right password is refused.
+func TestControlLockout(t *testing.T) {
+	g := mustStartGateway(t)
+	addOperator(t, g, opName, opPassword, db.RoleOperator)
+	ctx := context.Background()
+	c := g.control(testKey, "ctl")
+	c.Operator = opName
+	for i := range signin.DefaultPolicy.MaxFailures {
+		c.Password = func(context.Context) (string, error) { return "wrong password " + string(rune('a'+i)), nil }
+		if _, err := c.Browse(ctx); wireCode(err) != wire.CodeUnauthorized {
+			t.Fatalf("failure %d: %v", i+1, err)
+		}
+	}
+	g.waitEvent(t, "Operator alice locked out")
+	c.Password = func(context.Context) (string, error) { return opPassword, nil }
+	_, err := c.Browse(ctx)
+	if wireCode(err) != wire.CodeLocked {
+		t.Fatalf("a locked account must be refused even with its password: %v", err)
+	}
+	op, err := g.db().Operator(ctx, opName)
+	if err != nil || !op.LockedUntil.After(time.Now().Add(10*time.Minute)) {
+		t.Errorf("locked until %v, %v", op.LockedUntil, err)
+	}
+}
+
+// TestControlTOTP: with 2FA required the Control prompts for the code; a
+// code computed here from the secret admits once and never again.
+func TestControlTOTP(t *testing.T) {
+	g := mustStartGateway(t)
+	a := g.startAgent(t, testKey, "pc-totp", map[string]string{"echo": echoServer(t)})
+	g.waitConnected(t, a)
+	addOperator(t, g, opName, opPassword, db.RoleOperator)
+	ctx := context.Background()
+	enrol, err := signin.NewEnrolment("Switchboard", opName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := g.db().SetTOTP(ctx, opName, enrol.Secret); err != nil {
+		t.Fatal(err)
+	}
+	browse := []string{"browse", "--gateway", g.url, "--key", testKey, "--user", opName}
+
+	// Enrolled but not required: the password alone does.
+	out, err := controlProcess(t, filepath.Join(t.TempDir(), "gw.json"), opPassword+"\n", nil, browse...)
+	if err != nil || !strings.Contains(out, "pc-totp") || strings.Contains(out, "TOTP code") {
+		t.Fatalf("password only, no 2FA required: %v\n%s", err, out)
+	}
+
+	if err := g.db().SetSecondFactor(ctx, opName, db.FactorTOTP, true); err != nil {
+		t.Fatal(err)
+	}
+	code, err := totp.GenerateCode(enrol.Secret, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err = controlProcess(t, filepath.Join(t.TempDir(), "gw.json"), opPassword+"\n000000\n", nil, browse...)
+	if err == nil || !strings.Contains(out, "wrong or already used code") {
+		t.Fatalf("a wrong code must be refused: %v\n%s", err, out)
+	}
+	out, err = controlProcess(t, filepath.Join(t.TempDir(), "gw.json"), opPassword+"\n"+code+"\n", nil, browse...)
+	if err != nil || !strings.Contains(out, "TOTP code for operator alice") || !strings.Contains(out, "pc-totp") {
+		t.Fatalf("password and the right code must admit: %v\n%s", err, out)
+	}
+	out, err = controlProcess(t, filepath.Join(t.TempDir(), "gw.json"), opPassword+"\n"+code+"\n", nil, browse...)
+	if err == nil || !strings.Contains(out, "wrong or already used code") {
+		t.Fatalf("a code must work once: %v\n%s", err, out)
+	}
+
+	// Required for everyone from the 2FA settings, not per operator.
+	if err := g.db().SetSecondFactor(ctx, opName, db.FactorTOTP, false); err != nil {
+		t.Fatal(err)
+	}
+	set := signin.DefaultSettings
+	set.Require2FA = true
+	if err := signin.SaveSettings(ctx, g.db(), set); err != nil {
+		t.Fatal(err)
+	}
+	out, err = controlProcess(t, filepath.Join(t.TempDir(), "gw.json"), opPassword+"\n", nil, browse...)
+	if err == nil || !strings.Contains(out, "TOTP code for operator alice") {
+		t.Fatalf("2FA for all must ask alice for her code: %v\n%s", err, out)
+	}
+}
+
+// duoGateway starts a gateway that trusts the local Duo and points its 2FA
+// settings at it.
+func duoGateway(t *testing.T, duo *duotest.Server, mutate func(*signin.Settings)) *testGateway {
+	t.Helper()
+	caFile := filepath.Join(t.TempDir(), "duo-ca.pem")
+	if err := os.WriteFile(caFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: duo.Certificate().Raw}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	g := mustStartGateway(t, func(c *serveConfig) { c.duoCA = caFile })
+	set := signin.DefaultSettings
+	set.DuoIntegrationKey, set.DuoSecretKey, set.DuoAPIHost = duoIKey, duoSKey, duo.Host()
+	set.DuoTimeout = 5 * time.Second
+	if mutate != nil {
+		mutate(&set)
+	}
+	if err := signin.SaveSettings(context.Background(), g.db(), set); err != nil {
+		t.Fatal(err)
+	}
+	return g
+}
+
+// TestControlDuo: Duo Push through a local server speaking Duo's Auth API,
+// which checks every request's signature: approved, denied, unanswered,
+// and Duo unreachable with fail closed and fail open.
+func TestControlDuo(t *testing.T) {
+	duo := duotest.New(t, duoIKey, duoSKey)
+	g := duoGateway(t, duo, nil)
+	a := g.startAgent(t, testKey, "pc-duo", map[string]string{"echo": echoServer(t)})
+	g.waitConnected(t, a)
+	ctx := context.Background()
+	for _, name := range []string{"bob", "carol", "dave"} {
+		addOperator(t, g, name, opPassword, db.RoleOperator)
+		if err := g.db().SetSecondFactor(ctx, name, db.FactorDuo, true); err != nil {
+			t.Fatal(err)
+		}
+	}
+	duo.SetUser("bob", duotest.Approve)
+	duo.SetApproveAfter(500 * time.Millisecond)
+	duo.SetUser("carol", duotest.Deny)
+	duo.SetUser("dave", duotest.Timeout)
+	env := []string{"SWITCHBOARD_PASSWORD=" + opPassword}
+	browse := func(user string) (string, error) {
+		return controlProcess(t, filepath.Join(t.TempDir(), "gw.json"), "", env,
+			"browse", "--gateway", g.url, "--key", testKey, "--user", user)
+	}
+
+	out, err := browse("bob")
+	if err != nil || !strings.Contains(out, "Duo Push sent") || !strings.Contains(out, "pc-duo") {
+		t.Fatalf("an approved push must admit: %v\n%s", err, out)
+	}
+	g.waitEvent(t, "Operator bob signed in from 127.0.0.1")
+	if p := duo.Pushes(); len(p) != 1 || p[0].User != "bob" {
+		t.Errorf("pushes = %+v", p)
+	}
+
+	out, err = browse("carol")
+	if err == nil || !strings.Contains(out, "denied") {
+		t.Fatalf("a denied push must refuse: %v\n%s", err, out)
+	}
+	g.waitEvent(t, "Sign-in failed for operator carol from 127.0.0.1")
+
+	out, err = browse("dave")
+	if err == nil || !strings.Contains(out, "not answered in time") {
+		t.Fatalf("an unanswered push must refuse: %v\n%s", err, out)
+	}
+	g.waitEvent(t, "Sign-in failed for operator dave from 127.0.0.1")
+	if n := duo.BadSignatures(); n != 0 {
+		t.Errorf("%d requests with bad signatures", n)
+	}
+
+	duo.SetDown(true)
+	out, err = browse("bob")
+	if err == nil || !strings.Contains(out, "Duo cannot be reached") {
+		t.Fatalf("Duo down must fail closed: %v\n%s", err, out)
+	}
+	if strings.Contains(out, duoSKey) {
+		t.Error("the Duo secret key reached the Control")
+	}
+	set, err := signin.LoadSettings(ctx, g.db())
+	if err != nil {
+		t.Fatal(err)
+	}
+	set.DuoFailOpen = true
+	if err := signin.SaveSettings(ctx, g.db(), set); err != nil {
+		t.Fatal(err)
+	}
+	out, err = browse("bob")
+	if err != nil || !strings.Contains(out, "pc-duo") {
+		t.Fatalf("Duo down with fail open must admit: %v\n%s", err, out)
+	}
+	g.waitEvent(t, "Duo unreachable. Operator bob admitted from 127.0.0.1 without Duo Push (fail open)")
+}
+
+// TestControlGateways: remembered gateways, two at one address with
+// different keys, used by name for browse and connect.
+func TestControlGateways(t *testing.T) {
+	const keyB = "second-key-456"
+	g := mustStartGateway(t, withKeys(testKey, keyB))
+	echo := echoServer(t)
+	a := g.startAgent(t, testKey, "pc-first", map[string]string{"echo": echo})
+	b := g.startAgent(t, keyB, "pc-second", map[string]string{"echo": echo})
+	g.waitConnected(t, a)
+	g.waitConnected(t, b)
+	gwFile := filepath.Join(t.TempDir(), "cfg", "gateways.json")
+	ctx := context.Background()
+	run := func(args ...string) (string, error) {
+		return runCLI(ctx, t, nil, append(append([]string{"control", "gateways"}, args...), "--gateways-file", gwFile)...)
+	}
+	if _, err := run("add", "office", "--gateway", g.url, "--key", testKey, "--description", "main office"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := run("add", "lab", "--gateway", g.url, "--key", keyB); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := run("add", "office", "--gateway", g.url, "--key", keyB); !errors.Is(err, gateways.ErrExists) {
+		t.Errorf("a second entry called office: %v", err)
+	}
+	out, err := run("list")
+	if err != nil || !strings.Contains(out, "office") || !strings.Contains(out, "main office") || !strings.Contains(out, "lab") || strings.Contains(out, testKey) {
+		t.Fatalf("list: %v\n%s", err, out)
+	}
+	fi, err := os.Stat(gwFile)
+	if err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("gateways file: %v %v", fi, err)
+	}
+
+	browse := func(name string) string {
+		out, err := runCLI(ctx, t, nil, "control", "browse", name, "--gateways-file", gwFile)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return out
+	}
+	if out := browse("office"); !strings.Contains(out, "pc-first") || strings.Contains(out, "pc-second") {
+		t.Errorf("office sees:\n%s", out)
+	}
+	if out := browse("lab"); !strings.Contains(out, "pc-second") || strings.Contains(out, "pc-first") {
+		t.Errorf("lab sees:\n%s", out)
+	}
+
+	listen := freePort(t)
+	cctx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() {
+		_, err := runCLI(cctx, t, nil, "control", "connect", "lab", "pc-second/echo", "--listen", listen, "--gateways-file", gwFile)
+		done <- err
+	}()
+	conn := dialRetry(t, listen)
+	mustEcho(t, conn, []byte("through a remembered gateway"))
+	conn.Close()
+	cancel()
+	if err := <-done; err != nil {
+		t.Errorf("connect: %v", err)
+	}
+
+	if _, err := run("remove", "lab"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := runCLI(ctx, t, nil, "control", "browse", "lab", "--gateways-file", gwFile); err == nil {
+		t.Error("a removed gateway still browses")
+	}
+	if err := os.Chmod(gwFile, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := runCLI(ctx, t, nil, "control", "browse", "office", "--gateways-file", gwFile); err == nil || !strings.Contains(err.Error(), "chmod 600") {
+		t.Errorf("a gateways file others can read must be refused: %v", err)
+	}
+}
+
+// dialRetry connects to addr once something listens there.
+func dialRetry(t *testing.T, addr string) net.Conn {
+	t.Helper()
+	var conn net.Conn
+	waitFor(t, addr+" to listen", 10*time.Second, func() bool {
+		var err error
+		conn, err = net.Dial("tcp", addr)
+		return err == nil
+	})
+	return conn
+}

@@ -1,0 +1,125 @@
+package signin
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"time"
+)
+
+// Settings are the console's 2FA tab.
+type Settings struct {
+	// Require2FA asks every operator for their second factor when they
+	// start a remote connection; operators may also be required one by one.
+	Require2FA bool
+	// TokenTTL is how long a Control's sign-in lasts before it prompts again.
+	TokenTTL time.Duration
+
+	DuoIntegrationKey string
+	DuoSecretKey      string // write-only: the console never shows it again
+	DuoAPIHost        string
+	// DuoFailOpen admits operators without Duo when Duo cannot be reached;
+	// the default is to refuse them (fail closed).
+	DuoFailOpen bool
+	// DuoTimeout is how long a Duo Push waits for an answer.
+	DuoTimeout time.Duration
+}
+
+// DefaultSettings are what an installation starts with.
+var DefaultSettings = Settings{TokenTTL: 8 * time.Hour, DuoTimeout: 60 * time.Second}
+
+// DuoConfigured reports whether Duo Push can be used.
+func (s Settings) DuoConfigured() bool {
+	return s.DuoIntegrationKey != "" && s.DuoSecretKey != "" && s.DuoAPIHost != ""
+}
+
+// Validate reports the first problem in a form an administrator can act on.
+func (s Settings) Validate() error {
+	if s.TokenTTL < time.Minute || s.TokenTTL > 30*24*time.Hour {
+		return fmt.Errorf("a Control sign-in must last between 1 minute and 30 days")
+	}
+	if s.DuoTimeout < 5*time.Second || s.DuoTimeout > 5*time.Minute {
+		return fmt.Errorf("the Duo Push timeout must be between 5 and 300 seconds")
+	}
+	return nil
+}
+
+const (
+	keyRequire     = "twofa_require_all"
+	keyTokenTTL    = "control_token_ttl_seconds"
+	keyDuoIKey     = "duo_integration_key"
+	keyDuoSKey     = "duo_secret_key"
+	keyDuoHost     = "duo_api_host"
+	keyDuoFailOpen = "duo_fail_open"
+	keyDuoTimeout  = "duo_timeout_seconds"
+)
+
+var settingNames = []string{keyRequire, keyTokenTTL, keyDuoIKey, keyDuoSKey, keyDuoHost, keyDuoFailOpen, keyDuoTimeout}
+
+// SettingsStore is where settings rows live.
+type SettingsStore interface {
+	Settings(ctx context.Context, names []string) (map[string]string, error)
+	SetSettings(ctx context.Context, values map[string]string) error
+}
+
+// LoadSettings reads the stored settings over the defaults.
+func LoadSettings(ctx context.Context, st SettingsStore) (Settings, error) {
+	rows, err := st.Settings(ctx, settingNames)
+	if err != nil {
+		return Settings{}, fmt.Errorf("signin: load settings: %w", err)
+	}
+	s := DefaultSettings
+	boolean := func(name string, dst *bool) error {
+		if v, ok := rows[name]; ok {
+			b, err := strconv.ParseBool(v)
+			if err != nil {
+				return fmt.Errorf("signin: stored %s %q: %w", name, v, err)
+			}
+			*dst = b
+		}
+		return nil
+	}
+	seconds := func(name string, dst *time.Duration) error {
+		if v, ok := rows[name]; ok {
+			n, err := strconv.Atoi(v)
+			if err != nil {
+				return fmt.Errorf("signin: stored %s %q: %w", name, v, err)
+			}
+			*dst = time.Duration(n) * time.Second
+		}
+		return nil
+	}
+	for _, err := range []error{
+		boolean(keyRequire, &s.Require2FA), boolean(keyDuoFailOpen, &s.DuoFailOpen),
+		seconds(keyTokenTTL, &s.TokenTTL), seconds(keyDuoTimeout, &s.DuoTimeout),
+	} {
+		if err != nil {
+			return Settings{}, err
+		}
+	}
+	s.DuoIntegrationKey, s.DuoSecretKey, s.DuoAPIHost = rows[keyDuoIKey], rows[keyDuoSKey], rows[keyDuoHost]
+	return s, nil
+}
+
+// SaveSettings stores s. An empty DuoSecretKey keeps the stored one, so a
+// form that never shows the secret can be saved without retyping it.
+func SaveSettings(ctx context.Context, st SettingsStore, s Settings) error {
+	if err := s.Validate(); err != nil {
+		return err
+	}
+	rows := map[string]string{
+		keyRequire:     strconv.FormatBool(s.Require2FA),
+		keyTokenTTL:    strconv.Itoa(int(s.TokenTTL / time.Second)),
+		keyDuoIKey:     s.DuoIntegrationKey,
+		keyDuoHost:     s.DuoAPIHost,
+		keyDuoFailOpen: strconv.FormatBool(s.DuoFailOpen),
+		keyDuoTimeout:  strconv.Itoa(int(s.DuoTimeout / time.Second)),
+	}
+	if s.DuoSecretKey != "" {
+		rows[keyDuoSKey] = s.DuoSecretKey
+	}
+	if err := st.SetSettings(ctx, rows); err != nil {
+		return fmt.Errorf("signin: save settings: %w", err)
+	}
+	return nil
+}
