@@ -13,12 +13,25 @@ import (
 	"github.com/switchboard/switchboard/twofactor/duo/duotest"
 )
 
-// passwordStep fills the sign-in form; what follows depends on the factor.
-func (b *browser) passwordStep(g *testGateway) {
+// signOut signs out and waits until the sign-in page has finished loading,
+// so that the next navigation does not abort this one.
+func (b *browser) signOut() {
+	b.t.Helper()
+	var done bool
+	b.run("sign out",
+		chromedp.Click(`.who button`, chromedp.ByQuery),
+		// Not just any password field: the Operators tab has some too.
+		chromedp.WaitVisible(`form[action="/console/signin"] input[name=password]`, chromedp.ByQuery),
+		chromedp.Poll(`document.readyState === "complete"`, &done),
+	)
+}
+
+// passwordStep fills the sign-in form of the page the browser shows; what
+// follows depends on the factor.
+func (b *browser) passwordStep() {
 	b.t.Helper()
 	b.run("password step",
-		chromedp.Navigate(g.https()+"/console/"),
-		chromedp.WaitVisible(`input[name=name]`, chromedp.ByQuery),
+		chromedp.WaitVisible(`form[action="/console/signin"] input[name=name]`, chromedp.ByQuery),
 		chromedp.SendKeys(`input[name=name]`, adminName, chromedp.ByQuery),
 		chromedp.SendKeys(`input[name=password]`, adminPassword, chromedp.ByQuery),
 		chromedp.Submit(`input[name=password]`, chromedp.ByQuery),
@@ -70,14 +83,14 @@ func TestConsoleTOTP(t *testing.T) {
 		t.Fatalf("stored operator: factor %q, secret stored %v, %v", op.Factor, op.TOTPSecret == secret, err)
 	}
 
-	b.run("sign out", chromedp.Click(`.who button`, chromedp.ByQuery), chromedp.WaitVisible(`input[name=password]`, chromedp.ByQuery))
-	b.passwordStep(g)
+	b.signOut()
+	b.passwordStep()
 	b.run("the code page comes after the password", chromedp.WaitVisible(`input[name=code]`, chromedp.ByQuery))
 	b.run("no console page before the code",
 		chromedp.Navigate(g.https()+"/console/clients"),
 		chromedp.WaitVisible(`input[name=password]`, chromedp.ByQuery),
 	)
-	b.passwordStep(g)
+	b.passwordStep()
 	// The enrolment spent this step's code; the next step's is within
 	// the accepted window and has not been used.
 	next, err := totp.GenerateCode(secret, time.Now().Add(30*time.Second))
@@ -128,8 +141,8 @@ func TestConsoleDuo(t *testing.T) {
 		t.Errorf("operator row says %q", got)
 	}
 
-	b.run("sign out", chromedp.Click(`.who button`, chromedp.ByQuery), chromedp.WaitVisible(`input[name=password]`, chromedp.ByQuery))
-	b.passwordStep(g)
+	b.signOut()
+	b.passwordStep()
 	b.run("wait for the push to be approved",
 		chromedp.WaitVisible(`#duo-status`, chromedp.ByQuery),
 		chromedp.WaitVisible(`#clients-table`, chromedp.ByQuery),
@@ -144,8 +157,8 @@ func TestConsoleDuo(t *testing.T) {
 	}
 
 	duo.SetUser(adminName, duotest.Deny)
-	b.run("sign out", chromedp.Click(`.who button`, chromedp.ByQuery), chromedp.WaitVisible(`input[name=password]`, chromedp.ByQuery))
-	b.passwordStep(g)
+	b.signOut()
+	b.passwordStep()
 	b.run("a denied push keeps the console closed",
 		chromedp.WaitVisible(`#duo-status.error`, chromedp.ByQuery),
 		chromedp.Navigate(g.https()+"/console/clients"),

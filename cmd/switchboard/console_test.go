@@ -135,7 +135,8 @@ func consoleGateway(t *testing.T, opts ...gwOption) *testGateway {
 
 func (b *browser) signIn(g *testGateway) {
 	b.t.Helper()
-	b.passwordStep(g)
+	b.run("open the console", chromedp.Navigate(g.https()+"/console/"))
+	b.passwordStep()
 	b.run("sign in", chromedp.WaitVisible(`#clients-table`, chromedp.ByQuery))
 }
 
