@@ -295,3 +295,34 @@ func TestTwoFASettingsKeepTheSecret(t *testing.T) {
 		t.Errorf("settings = require %v ttl %v timeout %v secret kept %v", set.Require2FA, set.TokenTTL, set.DuoTimeout, set.DuoSecretKey != "")
 	}
 }
+
+// TestRevokeControlSignIn: the 2FA tab lists kept Control sign-ins and an
+// admin's revoke deletes one.
+func TestRevokeControlSignIn(t *testing.T) {
+	store, client, base := consoleServer(t)
+	ctx := context.Background()
+	op, err := store.Operator(ctx, "root")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := store.AddControlToken(ctx, []byte("0123456789abcdef0123456789abcdef"), op.ID, "laptop-ctl", "198.51.100.4", time.Now().Add(time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	body, _ := getPage(t, client, base+"/console/config/2fa")
+	m := regexp.MustCompile(`data-token="(\d+)"`).FindStringSubmatch(body)
+	if m == nil || !strings.Contains(body, "laptop-ctl") || !strings.Contains(body, "198.51.100.4") {
+		t.Fatalf("the 2FA tab does not list the sign-in:\n%s", body)
+	}
+	resp, err := client.PostForm(base+"/console/config/2fa/tokens/"+m[1]+"/revoke", url.Values{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !strings.Contains(string(b), "Revoked the Control sign-in of root") {
+		t.Errorf("after revoke:\n%s", b)
+	}
+	if left, err := store.ControlTokens(ctx); err != nil || len(left) != 0 {
+		t.Errorf("tokens left: %+v %v", left, err)
+	}
+}

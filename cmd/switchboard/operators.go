@@ -15,6 +15,7 @@ import (
 
 	"github.com/switchboard/switchboard/db"
 	"github.com/switchboard/switchboard/password"
+	"github.com/switchboard/switchboard/web"
 )
 
 const operatorsUsage = `Usage:
@@ -23,6 +24,9 @@ const operatorsUsage = `Usage:
   switchboard operators passwd NAME            asks for the new password
   switchboard operators disable NAME | enable NAME
   switchboard operators role NAME admin|operator
+  switchboard operators 2fa NAME none|totp|duo [--require-2fa]
+  switchboard operators reset-totp NAME        forgets the enrolled authenticator app
+  switchboard operators unlock NAME            ends a lockout after failed sign-ins
 
 Operators are the named people who administer the console (role admin) or
 run Controls. The password is read from the terminal, or as one line from
@@ -33,6 +37,7 @@ func (e *cmdEnv) operators(ctx context.Context, args []string) error {
 	var sf storeFlags
 	sf.add(fs)
 	admin := fs.Bool("admin", false, "with add: give the operator the admin role")
+	require2FA := fs.Bool("require-2fa", false, "with 2fa: ask for the second factor when the operator starts a remote connection")
 	pos, err := fs.parse(args)
 	if err != nil {
 		return err
@@ -42,7 +47,7 @@ func (e *cmdEnv) operators(ctx context.Context, args []string) error {
 		return errUsage
 	}
 	verb, rest := pos[0], pos[1:]
-	want := map[string]int{"add": 1, "list": 0, "passwd": 1, "disable": 1, "enable": 1, "role": 2}
+	want := map[string]int{"add": 1, "list": 0, "passwd": 1, "disable": 1, "enable": 1, "role": 2, "2fa": 2, "reset-totp": 1, "unlock": 1}
 	n, ok := want[verb]
 	if !ok {
 		return fmt.Errorf("unknown operators command %q", verb)
@@ -85,13 +90,20 @@ func (e *cmdEnv) operators(ctx context.Context, args []string) error {
 			return err
 		}
 		tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "NAME\tROLE\tSTATUS\tADDED")
+		fmt.Fprintln(tw, "NAME\tROLE\tSTATUS\tSECOND FACTOR\tADDED")
 		for _, o := range ops {
 			status := "enabled"
 			if o.Disabled {
 				status = "disabled"
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", o.Name, o.Role, status, o.CreatedAt.Local().Format(time.DateTime))
+			if o.LockedUntil.After(time.Now()) {
+				status += ", locked until " + o.LockedUntil.Local().Format(time.DateTime)
+			}
+			factor := web.FactorName(o.Factor)
+			if o.Require2FA {
+				factor += ", required for remote connections"
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", o.Name, o.Role, status, factor, o.CreatedAt.Local().Format(time.DateTime))
 		}
 		return tw.Flush()
 	}
@@ -101,6 +113,33 @@ func (e *cmdEnv) operators(ctx context.Context, args []string) error {
 	}
 	if err != nil {
 		return err
+	}
+	switch verb {
+	case "2fa":
+		factor := rest[1]
+		if factor == "none" {
+			factor = db.FactorNone
+		}
+		if factor != db.FactorNone && factor != db.FactorTOTP && factor != db.FactorDuo {
+			return fmt.Errorf("the second factor must be none, totp or duo")
+		}
+		if err := store.SetSecondFactor(ctx, o.Name, factor, *require2FA); err != nil {
+			return err
+		}
+		fmt.Fprintf(e.stdout, "operator %s: second factor %s\n", o.Name, web.FactorName(factor))
+		return nil
+	case "reset-totp":
+		if err := store.SetTOTP(ctx, o.Name, ""); err != nil {
+			return err
+		}
+		fmt.Fprintf(e.stdout, "operator %s: authenticator app forgotten; they can enrol a new one on the console's Account page\n", o.Name)
+		return nil
+	case "unlock":
+		if err := store.SigninSucceeded(ctx, o.ID); err != nil {
+			return err
+		}
+		fmt.Fprintf(e.stdout, "operator %s unlocked\n", o.Name)
+		return nil
 	}
 	role, disabled := o.Role, o.Disabled
 	switch verb {

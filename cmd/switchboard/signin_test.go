@@ -164,6 +164,16 @@ func TestControlLockout(t *testing.T) {
 	if err != nil || !op.LockedUntil.After(time.Now().Add(10*time.Minute)) {
 		t.Errorf("locked until %v, %v", op.LockedUntil, err)
 	}
+	out, err := runCLI(ctx, t, nil, "operators", "--database-url", g.cfg.store.databaseURL, "list")
+	if err != nil || !strings.Contains(out, "locked until") {
+		t.Errorf("operators list must show the lock: %v\n%s", err, out)
+	}
+	if _, err := runCLI(ctx, t, nil, "operators", "--database-url", g.cfg.store.databaseURL, "unlock", opName); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Browse(ctx); err != nil {
+		t.Fatalf("after operators unlock the password must admit: %v", err)
+	}
 }
 
 // TestControlTOTP: with 2FA required the Control prompts for the code; a
@@ -189,7 +199,7 @@ func TestControlTOTP(t *testing.T) {
 		t.Fatalf("password only, no 2FA required: %v\n%s", err, out)
 	}
 
-	if err := g.db().SetSecondFactor(ctx, opName, db.FactorTOTP, true); err != nil {
+	if _, err := runCLI(ctx, t, nil, "operators", "--database-url", g.cfg.store.databaseURL, "2fa", opName, "totp", "--require-2fa"); err != nil {
 		t.Fatal(err)
 	}
 	code, err := totp.GenerateCode(enrol.Secret, time.Now())
