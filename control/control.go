@@ -38,7 +38,8 @@ type Control struct {
 	Token     string
 	SaveToken func(wire.AuthOK)
 
-	mu sync.Mutex // guards Token: Forward signs in from several goroutines
+	mu        sync.Mutex // guards Token: Forward connects from several goroutines
+	signingIn sync.Mutex // one password sign-in at a time
 }
 
 // ErrCleartextPassword refuses to send a password where it could be read.
@@ -100,38 +101,49 @@ func (c *Control) Connect(ctx context.Context, target string) (net.Conn, error) 
 
 // open dials, says Hello, signs in when asked and returns the first frame
 // of the role's answer. A kept token the gateway refuses is forgotten and
-// the sign-in repeated once with the password.
+// the sign-in repeated with the password.
 func (c *Control) open(ctx context.Context, role, target string) (*peer.Conn, wire.Type, []byte, error) {
-	for retried := false; ; retried = true {
-		token, pw := c.token(), ""
-		if c.Operator != "" && token == "" {
-			if c.Password == nil {
-				return nil, 0, nil, fmt.Errorf("operator %s needs a password and none can be asked for", c.Operator)
-			}
-			if !c.Dialer.Gateway.TLS && !c.Dialer.Gateway.Loopback() {
-				return nil, 0, nil, ErrCleartextPassword
-			}
-			var err error
-			if pw, err = c.Password(ctx); err != nil {
-				return nil, 0, nil, fmt.Errorf("password for operator %s: %w", c.Operator, err)
-			}
-		}
-		conn, err := c.Dialer.Dial(ctx)
-		if err != nil {
-			return nil, 0, nil, err
-		}
-		t, payload, err := c.hello(ctx, conn, role, target, pw, token)
-		if err == nil {
-			return conn, t, payload, nil
-		}
-		conn.Close()
+	if token := c.token(); token != "" || c.Operator == "" {
+		conn, t, payload, err := c.attempt(ctx, role, target, "", token)
 		var we *wire.Error
-		if !retried && token != "" && errors.As(err, &we) && we.Code == wire.CodeTokenInvalid {
-			c.setToken(wire.AuthOK{})
-			continue
+		if token == "" || !errors.As(err, &we) || we.Code != wire.CodeTokenInvalid {
+			return conn, t, payload, err
 		}
+		c.dropToken(token)
+	}
+	// One sign-in at a time: Forward's other connections wait for its
+	// token instead of each asking for a password and a code (and spending
+	// one another's TOTP codes).
+	c.signingIn.Lock()
+	defer c.signingIn.Unlock()
+	if token := c.token(); token != "" {
+		return c.attempt(ctx, role, target, "", token)
+	}
+	if c.Password == nil {
+		return nil, 0, nil, fmt.Errorf("operator %s needs a password and none can be asked for", c.Operator)
+	}
+	if !c.Dialer.Gateway.TLS && !c.Dialer.Gateway.Loopback() {
+		return nil, 0, nil, ErrCleartextPassword
+	}
+	pw, err := c.Password(ctx)
+	if err != nil {
+		return nil, 0, nil, fmt.Errorf("password for operator %s: %w", c.Operator, err)
+	}
+	return c.attempt(ctx, role, target, pw, "")
+}
+
+// attempt is one connection: dial, Hello with pw or token, sign-in.
+func (c *Control) attempt(ctx context.Context, role, target, pw, token string) (*peer.Conn, wire.Type, []byte, error) {
+	conn, err := c.Dialer.Dial(ctx)
+	if err != nil {
 		return nil, 0, nil, err
 	}
+	t, payload, err := c.hello(ctx, conn, role, target, pw, token)
+	if err != nil {
+		conn.Close()
+		return nil, 0, nil, err
+	}
+	return conn, t, payload, nil
 }
 
 // hello sends the Hello and answers sign-in prompts until the first frame
@@ -150,6 +162,9 @@ func (c *Control) hello(ctx context.Context, conn *peer.Conn, role, target, pw, 
 	if err != nil {
 		return 0, nil, err
 	}
+	// The gateway may take its open timeout (15 s) to get the Client's
+	// answer: more than is left of the dial's deadline.
+	_ = conn.SetDeadline(time.Now().Add(30 * time.Second))
 	for {
 		t, payload, err := wire.ReadFrame(conn.Reader())
 		if err != nil {
@@ -167,8 +182,12 @@ func (c *Control) hello(ctx context.Context, conn *peer.Conn, role, target, pw, 
 			if err := wire.Decode(t, payload, &p); err != nil {
 				return 0, nil, err
 			}
-			// A person answers now: the dial's short deadline no longer fits.
-			_ = conn.SetDeadline(time.Now().Add(5 * time.Minute))
+			// A person answers now: wait as long as the gateway does.
+			wait := 5 * time.Minute
+			if p.WaitSeconds > 0 {
+				wait = time.Duration(p.WaitSeconds)*time.Second + 30*time.Second
+			}
+			_ = conn.SetDeadline(time.Now().Add(wait))
 			if !p.Answer {
 				if c.Notify != nil {
 					c.Notify(p.Message)
@@ -202,6 +221,16 @@ func (c *Control) token() string {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.Token
+}
+
+// dropToken forgets token unless another connection already replaced it.
+func (c *Control) dropToken(token string) {
+	c.mu.Lock()
+	same := c.Token == token
+	c.mu.Unlock()
+	if same {
+		c.setToken(wire.AuthOK{})
+	}
 }
 
 func (c *Control) setToken(ok wire.AuthOK) {

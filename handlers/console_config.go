@@ -15,6 +15,7 @@ import (
 	"github.com/switchboard/switchboard/event"
 	"github.com/switchboard/switchboard/password"
 	"github.com/switchboard/switchboard/relay/wire"
+	"github.com/switchboard/switchboard/signin"
 	"github.com/switchboard/switchboard/web"
 )
 
@@ -237,7 +238,7 @@ func (c *Console) addOperator(w http.ResponseWriter, r *http.Request) {
 	}
 	name, pw, role := strings.TrimSpace(r.PostForm.Get("name")), r.PostForm.Get("password"), r.PostForm.Get("role")
 	switch {
-	case name == "" || len(name) > 64 || strings.ContainsAny(name, " /\t\r\n"):
+	case !signin.ValidName(name) || strings.ContainsAny(name, " /"):
 		c.done(w, r, "operators", badRequest("An operator name is 1 to 64 characters without spaces or '/'."), "")
 		return
 	case len(pw) < password.MinLength:

@@ -2,6 +2,8 @@ package handlers
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"net/http"
 	"time"
@@ -20,7 +22,15 @@ const (
 	sessionPendingNext = "pending_next"
 	sessionDuoTx       = "duo_txid"
 	sessionDuoSince    = "duo_since"
+	sessionPendingAt   = "pending_since"
+	sessionPendingPW   = "pending_password"
 )
+
+// pendingFor bounds the second step: a half-signed-in session cannot keep
+// trying codes for the session's whole lifetime.
+const pendingFor = 5 * time.Minute
+
+var pendingKeys = []string{sessionPending, sessionPendingNext, sessionDuoTx, sessionDuoSince, sessionPendingAt, sessionPendingPW}
 
 func (c *Console) signInPage(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
@@ -36,6 +46,8 @@ func (c *Console) signInRefused(w http.ResponseWriter, r *http.Request, name, ne
 		msg = "Too many failed sign-ins. Try again later."
 	case errors.Is(err, signin.ErrDuoUnavailable):
 		msg = "Duo cannot be reached, so your sign-in cannot be confirmed. Try again later or ask an administrator."
+	case errors.Is(err, signin.ErrDuoConfig):
+		msg = "Duo Push is your second factor but Duo is not configured on this gateway. Ask an administrator."
 	case errors.Is(err, signin.ErrDuoDenied):
 		msg = "The Duo Push was denied."
 	case errors.Is(err, signin.ErrDuoTimeout):
@@ -73,8 +85,7 @@ func (c *Console) signIn(w http.ResponseWriter, r *http.Request) {
 	}
 	switch consoleFactor(op) {
 	case db.FactorTOTP:
-		c.Sessions.Put(ctx, sessionPending, op.Name)
-		c.Sessions.Put(ctx, sessionPendingNext, next)
+		c.putPending(ctx, op, next)
 		http.Redirect(w, r, "/console/signin/totp", http.StatusSeeOther)
 	case db.FactorDuo:
 		c.startDuo(w, r, op, next)
@@ -96,9 +107,23 @@ func consoleFactor(op db.Operator) string {
 	return db.FactorNone
 }
 
+// putPending notes who passed the password step, when, and a fingerprint
+// of the password hash that passed, so that a password change ends it.
+func (c *Console) putPending(ctx context.Context, op db.Operator, next string) {
+	c.Sessions.Put(ctx, sessionPending, op.Name)
+	c.Sessions.Put(ctx, sessionPendingNext, next)
+	c.Sessions.Put(ctx, sessionPendingAt, c.now().Unix())
+	c.Sessions.Put(ctx, sessionPendingPW, passwordMark(op))
+}
+
+func passwordMark(op db.Operator) string {
+	h := sha256.Sum256([]byte(op.PasswordHash))
+	return hex.EncodeToString(h[:8])
+}
+
 func isRefusal(err error) bool {
 	for _, e := range []error{signin.ErrBadCredentials, signin.ErrLocked, signin.ErrThrottled, signin.ErrBadCode,
-		signin.ErrDuoDenied, signin.ErrDuoTimeout, signin.ErrDuoUnavailable, signin.ErrNoFactor} {
+		signin.ErrDuoDenied, signin.ErrDuoTimeout, signin.ErrDuoUnavailable, signin.ErrNoFactor, signin.ErrDuoConfig, signin.ErrNoCode} {
 		if errors.Is(err, e) {
 			return true
 		}
@@ -109,18 +134,19 @@ func isRefusal(err error) bool {
 // completeSignIn makes the session an operator's.
 func (c *Console) completeSignIn(w http.ResponseWriter, r *http.Request, op db.Operator, next string) {
 	ctx := r.Context()
-	if err := c.Sessions.RenewToken(ctx); err != nil {
-		c.fail(w, r, err)
-		return
-	}
-	for _, k := range []string{sessionPending, sessionPendingNext, sessionDuoTx, sessionDuoSince} {
-		c.Sessions.Remove(ctx, k)
-	}
-	c.Sessions.Put(ctx, sessionOperator, op.Name)
+	// Recorded first: if that fails the session must not be signed in.
 	if err := c.Signin.Completed(ctx, op, remoteIP(r)); err != nil {
 		c.fail(w, r, err)
 		return
 	}
+	if err := c.Sessions.RenewToken(ctx); err != nil {
+		c.fail(w, r, err)
+		return
+	}
+	for _, k := range pendingKeys {
+		c.Sessions.Remove(ctx, k)
+	}
+	c.Sessions.Put(ctx, sessionOperator, op.Name)
 	if !op.IsAdmin() {
 		next = "/console/account"
 	}
@@ -132,10 +158,19 @@ func (c *Console) completeSignIn(w http.ResponseWriter, r *http.Request, op db.O
 	http.Redirect(w, r, next, http.StatusSeeOther)
 }
 
-// pendingOperator is the operator half-way through signing in.
+// pendingOperator is the operator half-way through signing in: not when
+// the step has lasted too long, the password changed or the operator was
+// disabled since.
 func (c *Console) pendingOperator(ctx context.Context) (db.Operator, bool, error) {
 	name := c.Sessions.GetString(ctx, sessionPending)
 	if name == "" {
+		return db.Operator{}, false, nil
+	}
+	since := time.Unix(c.Sessions.GetInt64(ctx, sessionPendingAt), 0)
+	if c.now().Sub(since) > pendingFor {
+		for _, k := range pendingKeys {
+			c.Sessions.Remove(ctx, k)
+		}
 		return db.Operator{}, false, nil
 	}
 	op, err := c.Store.Operator(ctx, name)
@@ -145,7 +180,8 @@ func (c *Console) pendingOperator(ctx context.Context) (db.Operator, bool, error
 	if err != nil {
 		return db.Operator{}, false, err
 	}
-	return op, !op.Disabled, nil
+	ok := !op.Disabled && c.Sessions.GetString(ctx, sessionPendingPW) == passwordMark(op)
+	return op, ok, nil
 }
 
 // pendingOrRestart finds the operator half-way through signing in, or
@@ -181,14 +217,16 @@ func (c *Console) totpSignIn(w http.ResponseWriter, r *http.Request) {
 		c.fail(w, r, badRequest("The form could not be read."))
 		return
 	}
-	if op.LockedUntil.After(c.now()) {
-		c.Sessions.Remove(ctx, sessionPending)
-		c.signInRefused(w, r, op.Name, "", http.StatusUnauthorized, signin.ErrLocked)
-		return
-	}
 	if err := c.Signin.CheckTOTP(ctx, op, r.PostForm.Get("code"), remoteIP(r)); err != nil {
 		if !isRefusal(err) {
 			c.fail(w, r, err)
+			return
+		}
+		if errors.Is(err, signin.ErrLocked) || errors.Is(err, signin.ErrThrottled) {
+			for _, k := range pendingKeys {
+				c.Sessions.Remove(ctx, k)
+			}
+			c.signInRefused(w, r, op.Name, "", http.StatusUnauthorized, err)
 			return
 		}
 		w.Header().Set("Content-Type", "text/html; charset=utf-8")
@@ -202,20 +240,25 @@ func (c *Console) totpSignIn(w http.ResponseWriter, r *http.Request) {
 // startDuo sends the push and shows the page that waits for it.
 func (c *Console) startDuo(w http.ResponseWriter, r *http.Request, op db.Operator, next string) {
 	ctx := r.Context()
+	ip := remoteIP(r)
 	set, err := c.Signin.Settings(ctx)
 	if err != nil {
 		c.fail(w, r, err)
 		return
 	}
 	client, err := c.Signin.Duo(set)
-	var txid string
-	var res *duo.Result
-	if err == nil {
-		defer client.CloseIdleConnections()
-		txid, res, err = client.Start(ctx, op.Name, remoteIP(r), "Switchboard console sign-in")
-	}
 	if err != nil {
-		if err := c.Signin.DuoError(ctx, op, set, remoteIP(r), err); err != nil {
+		c.signInRefused(w, r, op.Name, next, http.StatusServiceUnavailable, err)
+		return
+	}
+	defer client.CloseIdleConnections()
+	if err := c.Signin.BeginPush(ctx, op, ip); err != nil {
+		c.signInRefused(w, r, op.Name, next, http.StatusUnauthorized, err)
+		return
+	}
+	txid, res, err := client.Start(ctx, op.Name, ip, "Switchboard console sign-in")
+	if err != nil {
+		if err := c.Signin.DuoError(ctx, op, set, ip, err, false); err != nil {
 			c.signInRefused(w, r, op.Name, next, http.StatusServiceUnavailable, err)
 			return
 		}
@@ -227,12 +270,11 @@ func (c *Console) startDuo(w http.ResponseWriter, r *http.Request, op db.Operato
 			c.completeSignIn(w, r, op, next)
 			return
 		}
-		c.Signin.Failed(ctx, op, remoteIP(r))
+		c.Signin.Failed(ctx, op, ip)
 		c.signInRefused(w, r, op.Name, next, http.StatusUnauthorized, signin.ErrDuoDenied)
 		return
 	}
-	c.Sessions.Put(ctx, sessionPending, op.Name)
-	c.Sessions.Put(ctx, sessionPendingNext, next)
+	c.putPending(ctx, op, next)
 	c.Sessions.Put(ctx, sessionDuoTx, txid)
 	c.Sessions.Put(ctx, sessionDuoSince, c.now().Unix())
 	http.Redirect(w, r, "/console/signin/duo", http.StatusSeeOther)
@@ -267,7 +309,7 @@ func (c *Console) duoStatus(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	endSignIn := func(err error) {
-		for _, k := range []string{sessionPending, sessionPendingNext, sessionDuoTx, sessionDuoSince} {
+		for _, k := range pendingKeys {
 			c.Sessions.Remove(ctx, k)
 		}
 		msg := "The Duo Push was denied."
@@ -281,7 +323,7 @@ func (c *Console) duoStatus(w http.ResponseWriter, r *http.Request) {
 	}
 	since := time.Unix(c.Sessions.GetInt64(ctx, sessionDuoSince), 0)
 	if c.now().Sub(since) > set.DuoTimeout {
-		endSignIn(c.Signin.DuoError(ctx, op, set, remoteIP(r), duo.ErrTimeout))
+		endSignIn(c.Signin.DuoError(ctx, op, set, remoteIP(r), duo.ErrTimeout, true))
 		return
 	}
 	client, err := c.Signin.Duo(set)
@@ -292,11 +334,8 @@ func (c *Console) duoStatus(w http.ResponseWriter, r *http.Request) {
 	}
 	switch {
 	case err != nil:
-		if err := c.Signin.DuoError(ctx, op, set, remoteIP(r), err); err != nil {
-			endSignIn(err)
-			return
-		}
-		c.completeSignIn(w, r, op, safeNext(c.Sessions.GetString(ctx, sessionPendingNext)))
+		// The push went out: whatever went wrong since, never fail open.
+		endSignIn(c.Signin.DuoError(ctx, op, set, remoteIP(r), err, true))
 	case res.Outcome == duo.Allow:
 		c.completeSignIn(w, r, op, safeNext(c.Sessions.GetString(ctx, sessionPendingNext)))
 	case res.Outcome == duo.Deny:

@@ -305,7 +305,7 @@ func TestRevokeControlSignIn(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := store.AddControlToken(ctx, []byte("0123456789abcdef0123456789abcdef"), op.ID, "laptop-ctl", "198.51.100.4", time.Now().Add(time.Hour)); err != nil {
+	if err := store.AddControlToken(ctx, []byte("0123456789abcdef0123456789abcdef"), op.ID, "laptop-ctl", "198.51.100.4", time.Now().Add(time.Hour), false); err != nil {
 		t.Fatal(err)
 	}
 	body, _ := getPage(t, client, base+"/console/config/2fa")

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"time"
 
 	"github.com/switchboard/switchboard/relay/wire"
@@ -46,14 +47,22 @@ type AuthChannel interface {
 	Tell(factor, message string, wait time.Duration) error
 }
 
-// peerChannel is an AuthChannel over the Control's connection.
-type peerChannel struct{ p *peerConn }
+// peerChannel is an AuthChannel over the Control's connection. While the
+// Control waits (Tell), it watches the connection so that a Control that
+// goes away cancels the sign-in instead of leaving a push to be approved
+// for nobody.
+type peerChannel struct {
+	p        *peerConn
+	cancel   context.CancelFunc
+	watching chan struct{} // closed when the watcher has stopped
+}
 
-func (c peerChannel) Ask(ctx context.Context, factor, message string, wait time.Duration) (string, error) {
+func (c *peerChannel) Ask(ctx context.Context, factor, message string, wait time.Duration) (string, error) {
 	_ = c.p.conn.SetDeadline(time.Now().Add(wait))
 	stop := context.AfterFunc(ctx, func() { _ = c.p.conn.SetDeadline(time.Unix(1, 0)) })
 	defer stop()
-	if err := wire.WriteFrame(c.p.conn, wire.TypeAuthPrompt, wire.AuthPrompt{Factor: factor, Message: message, Answer: true}); err != nil {
+	prompt := wire.AuthPrompt{Factor: factor, Message: message, Answer: true, WaitSeconds: int(wait / time.Second)}
+	if err := wire.WriteFrame(c.p.conn, wire.TypeAuthPrompt, prompt); err != nil {
 		return "", err
 	}
 	var a wire.AuthAnswer
@@ -63,25 +72,64 @@ func (c peerChannel) Ask(ctx context.Context, factor, message string, wait time.
 	return a.Code, nil
 }
 
-func (c peerChannel) Tell(factor, message string, wait time.Duration) error {
+func (c *peerChannel) Tell(factor, message string, wait time.Duration) error {
 	_ = c.p.conn.SetDeadline(time.Now().Add(wait))
-	return wire.WriteFrame(c.p.conn, wire.TypeAuthPrompt, wire.AuthPrompt{Factor: factor, Message: message})
+	prompt := wire.AuthPrompt{Factor: factor, Message: message, WaitSeconds: int(wait / time.Second)}
+	if err := wire.WriteFrame(c.p.conn, wire.TypeAuthPrompt, prompt); err != nil {
+		return err
+	}
+	if c.watching == nil {
+		c.watching = make(chan struct{})
+		go func() {
+			defer close(c.watching)
+			// The Control sends nothing while it waits: any byte, EOF or
+			// error means it is gone or broken. Peek consumes nothing.
+			if _, err := c.p.r.Peek(1); !errors.Is(err, os.ErrDeadlineExceeded) {
+				c.cancel()
+			}
+		}()
+	}
+	return nil
+}
+
+// stop ends the watcher, if any, before the connection is used again.
+func (c *peerChannel) stop() {
+	if c.watching == nil {
+		return
+	}
+	_ = c.p.conn.SetReadDeadline(time.Unix(1, 0))
+	<-c.watching
+	_ = c.p.conn.SetReadDeadline(time.Time{})
 }
 
 // authenticate signs in p's operator when the gateway has an
-// Authenticator. On refusal it has told the Control why and closed p.
+// Authenticator. On refusal it has told the Control why and closed p. The
+// sign-in ends early when the gateway closes or the Control goes away.
 func (s *Server) authenticate(ctx context.Context, p *peerConn) (string, error) {
 	if s.auth == nil {
 		return "", nil
 	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	unstop := context.AfterFunc(s.stopping, cancel)
+	defer unstop()
 	h := p.hello
+	ch := &peerChannel{p: p, cancel: cancel}
 	res, err := s.auth.Authenticate(ctx, AuthRequest{
 		Role: h.Role, Control: h.Name, Target: h.Target,
 		Operator: h.Operator, Password: h.Password, Token: h.Token, PublicIP: p.publicIP,
-	}, peerChannel{p})
+	}, ch)
+	ch.stop()
+	if err == nil && ctx.Err() != nil {
+		err = ctx.Err()
+	}
 	if err != nil {
 		var we *wire.Error
-		if !errors.As(err, &we) {
+		switch {
+		case errors.As(err, &we):
+		case ctx.Err() != nil:
+			we = &wire.Error{Code: wire.CodeShutdown, Message: "the sign-in was cut short: the gateway is stopping or the Control went away"}
+		default:
 			s.log.Warn("operator sign-in could not be checked", "control", h.Name, "err", err)
 			we = &wire.Error{Code: wire.CodeUnavailable, Message: "the gateway cannot check operator sign-ins right now; try again shortly"}
 		}

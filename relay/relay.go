@@ -64,6 +64,10 @@ type Server struct {
 	sessions map[string]*session
 	pending  map[string]*pendingOpen
 	closed   bool
+	// stopping is done once Close or Shutdown begins: sign-ins waiting
+	// for a person end then.
+	stopping context.Context
+	stop     context.CancelFunc
 
 	bytesUp, bytesDown atomic.Int64
 	serving            sync.WaitGroup // connections being served
@@ -90,6 +94,7 @@ func New(cfg Config) *Server {
 		sessions:         make(map[string]*session),
 		pending:          make(map[string]*pendingOpen),
 	}
+	s.stopping, s.stop = context.WithCancel(context.Background())
 	s.keys.salt = cfg.Salt
 	if s.events == nil {
 		s.events = event.SinkFunc(func(event.Event) {})
@@ -367,6 +372,7 @@ func (s *Server) Close() {
 	s.mu.Lock()
 	s.closed = true
 	s.mu.Unlock()
+	s.stop()
 	s.drop(func(*client) bool { return true }, func(*session) bool { return true }, "the gateway is stopping")
 }
 
@@ -402,6 +408,7 @@ func (s *Server) Shutdown(ctx context.Context) {
 	s.mu.Lock()
 	s.closed = true
 	s.mu.Unlock()
+	s.stop()
 	// Clients hear it first, so they can reconnect elsewhere at once; their
 	// sessions run on connections of their own and may finish.
 	s.drop(func(*client) bool { return true }, func(*session) bool { return false }, "the gateway is stopping")

@@ -134,6 +134,8 @@ func (s *Server) serveConnect(ctx context.Context, p *peerConn) error {
 		s.mu.Unlock()
 	}()
 
+	// The Control waits for Ready as long as the Client may take to accept.
+	_ = p.conn.SetDeadline(time.Now().Add(s.openTimeout + 5*time.Second))
 	if err := c.send(wire.TypeOpen, wire.Open{SessionID: id, Service: service, Control: h.Name}); err != nil {
 		s.refuse(p, wire.CodeUnavailable, "Client "+quote(c.name)+" did not take the session request")
 		return fmt.Errorf("relay: connect %q: %w", clientName, err)

@@ -15,6 +15,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"sync"
 	"time"
 
@@ -31,11 +32,13 @@ type Store interface {
 	SettingsStore
 	Operator(ctx context.Context, name string) (db.Operator, error)
 	HasOperators(ctx context.Context) (bool, error)
+	BeginSignin(ctx context.Context, id int64, limit int, lockFor time.Duration) (bool, error)
 	SigninFailed(ctx context.Context, id int64, limit int, lockFor time.Duration) (bool, error)
+	SigninStepPassed(ctx context.Context, id int64) error
 	SigninSucceeded(ctx context.Context, id int64) error
 	UseTOTPStep(ctx context.Context, id, step int64) (bool, error)
-	AddControlToken(ctx context.Context, hash []byte, operatorID int64, control, publicIP string, expires time.Time) error
-	UseControlToken(ctx context.Context, hash []byte) (db.Operator, error)
+	AddControlToken(ctx context.Context, hash []byte, operatorID int64, control, publicIP string, expires time.Time, secondFactor bool) error
+	UseControlToken(ctx context.Context, hash []byte) (db.ControlToken, db.Operator, error)
 }
 
 // Policy is how hard sign-in failures are throttled.
@@ -79,7 +82,10 @@ type Service struct {
 
 	mu        sync.Mutex
 	addresses map[string]*addressFailures
-	hasOps    int // last known HasOperators: -1 unknown, 0 no, 1 yes
+	// unknown counts failures for names that are not operators, so that a
+	// lockout answers the same whether or not the name exists.
+	unknown map[string]*addressFailures
+	hasOps  int // last known HasOperators: -1 unknown, 0 no, 1 yes
 }
 
 type addressFailures struct {
@@ -91,7 +97,8 @@ type addressFailures struct {
 func New(cfg Config) *Service {
 	s := &Service{
 		store: cfg.Store, events: cfg.Events, log: cfg.Logger, policy: cfg.Policy,
-		duoRoots: cfg.DuoRoots, now: cfg.Now, addresses: make(map[string]*addressFailures), hasOps: -1,
+		duoRoots: cfg.DuoRoots, now: cfg.Now, addresses: make(map[string]*addressFailures),
+		unknown: make(map[string]*addressFailures), hasOps: -1,
 	}
 	if s.policy == (Policy{}) {
 		s.policy = DefaultPolicy
@@ -118,42 +125,97 @@ var (
 	ErrDuoDenied      = errors.New("the Duo Push was denied")
 	ErrDuoTimeout     = errors.New("the Duo Push was not answered in time")
 	ErrDuoUnavailable = errors.New("Duo cannot be reached, so the second factor cannot be checked: sign-in refused")
+	ErrDuoConfig      = errors.New("Duo Push is this operator's second factor but the Duo integration is not configured (2FA tab): sign-in refused")
+	ErrNoCode         = errors.New("no code was received in time")
 	ErrNoFactor       = errors.New("a second factor is required but this operator has none: enrol TOTP on the console's Account page, or ask an administrator to choose Duo Push")
 )
 
-// CheckPassword checks name and password from ip. Failures are events and
-// count towards the lockouts; an unknown name costs the same time as a
-// wrong password.
+// ValidName reports whether name can be an operator's: 1 to 64
+// characters, none of them a control character. Names go into events and
+// log lines, where a line break would forge a line.
+func ValidName(name string) bool {
+	if name == "" || len(name) > 64 {
+		return false
+	}
+	for _, r := range name {
+		if r < 0x20 || r == 0x7f {
+			return false
+		}
+	}
+	return true
+}
+
+// shownName is a name as events may show it.
+func shownName(name string) string {
+	if ValidName(name) {
+		return name
+	}
+	return "(invalid name)"
+}
+
+// CheckPassword checks name and password from ip. Every attempt is counted
+// before it is checked, per account and per address, so that parallel
+// guesses cannot outrun the lockout; failures are events. An unknown name
+// costs the same time as a wrong password and is locked out alike.
 func (s *Service) CheckPassword(ctx context.Context, name, pw, ip string) (db.Operator, error) {
-	if s.addressBlocked(ip) {
-		s.events.Emit(event.SigninFailed(name, ip))
+	if !s.beginAddress(ip) {
+		s.events.Emit(event.SigninFailed(shownName(name), ip))
 		return db.Operator{}, ErrThrottled
 	}
 	op, err := s.store.Operator(ctx, name)
-	if errors.Is(err, db.ErrNotFound) {
+	if errors.Is(err, db.ErrNotFound) || (err == nil && !ValidName(name)) {
 		password.CheckDummy(pw)
-		s.failed(ctx, nil, name, ip)
+		if s.unknownFailed(name) {
+			s.events.Emit(event.SigninFailed(shownName(name), ip))
+			return db.Operator{}, ErrLocked
+		}
+		s.events.Emit(event.SigninFailed(shownName(name), ip))
 		return db.Operator{}, ErrBadCredentials
 	}
 	if err != nil {
+		s.endAddress(ip)
 		return db.Operator{}, fmt.Errorf("signin: %w", err)
 	}
-	if op.LockedUntil.After(s.now()) {
-		// Not even checked: a locked account must not become an oracle.
-		s.events.Emit(event.SigninFailed(name, ip))
-		return db.Operator{}, ErrLocked
+	if err := s.begin(ctx, op, ip); err != nil {
+		return db.Operator{}, err
 	}
 	if err := password.Check(op.PasswordHash, pw); err != nil || op.Disabled {
-		s.failed(ctx, &op, name, ip)
+		s.failed(ctx, op, ip)
 		return db.Operator{}, ErrBadCredentials
+	}
+	if err := s.store.SigninStepPassed(ctx, op.ID); err != nil {
+		return db.Operator{}, fmt.Errorf("signin: %w", err)
 	}
 	return op, nil
 }
 
-// CheckTOTP checks a TOTP code of op's. Each code is accepted once.
+// begin counts one attempt on op's account, refusing it while locked.
+func (s *Service) begin(ctx context.Context, op db.Operator, ip string) error {
+	ok, err := s.store.BeginSignin(ctx, op.ID, s.policy.MaxFailures, s.policy.LockFor)
+	if err != nil {
+		s.endAddress(ip)
+		return fmt.Errorf("signin: %w", err)
+	}
+	if !ok {
+		// Not even checked: a locked account must not become an oracle.
+		s.events.Emit(event.SigninFailed(op.Name, ip))
+		return ErrLocked
+	}
+	return nil
+}
+
+// CheckTOTP checks a TOTP code of op's. Each code is accepted once, and
+// each attempt counts towards the lockout before it is checked.
 func (s *Service) CheckTOTP(ctx context.Context, op db.Operator, code, ip string) error {
 	if op.TOTPSecret == "" {
 		return ErrNoFactor
+	}
+	if !s.beginAddress(ip) {
+		s.events.Emit(event.SigninFailed(op.Name, ip))
+		return ErrThrottled
+	}
+	if err := s.begin(ctx, op, ip); err != nil {
+		return err
 	}
 	step, ok := totpStep(op.TOTPSecret, code, s.now())
 	if ok {
@@ -165,24 +227,18 @@ func (s *Service) CheckTOTP(ctx context.Context, op db.Operator, code, ip string
 			return nil
 		}
 	}
-	s.failed(ctx, &op, op.Name, ip)
+	s.failed(ctx, op, ip)
 	return ErrBadCode
 }
 
-// Failed records a failed second factor that was checked elsewhere (a Duo
-// Push denied in the console).
-func (s *Service) Failed(ctx context.Context, op db.Operator, ip string) {
-	s.failed(ctx, &op, op.Name, ip)
-}
+// Failed ends an attempt begun with BeginPush whose push was denied in
+// the console.
+func (s *Service) Failed(ctx context.Context, op db.Operator, ip string) { s.failed(ctx, op, ip) }
 
-// failed records one failure: an event, the address's count and, for a
-// real account, its count towards the lockout.
-func (s *Service) failed(ctx context.Context, op *db.Operator, name, ip string) {
-	s.events.Emit(event.SigninFailed(name, ip))
-	s.countAddress(ip)
-	if op == nil {
-		return
-	}
+// failed ends a counted attempt that failed: an event, and the lockout
+// when the count has reached the limit.
+func (s *Service) failed(ctx context.Context, op db.Operator, ip string) {
+	s.events.Emit(event.SigninFailed(op.Name, ip))
 	locked, err := s.store.SigninFailed(ctx, op.ID, s.policy.MaxFailures, s.policy.LockFor)
 	if err != nil {
 		s.log.Warn("could not count a failed sign-in", "operator", op.Name, "err", err)
@@ -195,6 +251,7 @@ func (s *Service) failed(ctx context.Context, op *db.Operator, name, ip string) 
 
 // Completed records a successful sign-in.
 func (s *Service) Completed(ctx context.Context, op db.Operator, ip string) error {
+	s.endAddress(ip)
 	if err := s.store.SigninSucceeded(ctx, op.ID); err != nil {
 		return fmt.Errorf("signin: %w", err)
 	}
@@ -202,44 +259,81 @@ func (s *Service) Completed(ctx context.Context, op db.Operator, ip string) erro
 	return nil
 }
 
-func (s *Service) addressBlocked(ip string) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	a := s.addresses[ip]
-	if a == nil {
-		return false
+// addressKey buckets an address: IPv6 by its /64, which one site or one
+// attacker usually holds whole, so that rotating addresses within it gains
+// nothing.
+func addressKey(ip string) string {
+	a, err := netip.ParseAddr(ip)
+	if err != nil || a.Is4() || a.Is4In6() {
+		return ip
 	}
-	if s.now().Sub(a.since) > s.policy.AddressWindow {
-		delete(s.addresses, ip)
-		return false
-	}
-	return a.count >= s.policy.MaxAddressFailures
+	p, _ := a.Prefix(64)
+	return p.String()
 }
 
-// maxAddresses bounds the failure table; a flood of addresses forgets the
-// oldest windows first rather than growing without bound.
-const maxAddresses = 100_000
+// beginAddress counts an attempt from ip before it is checked and reports
+// whether the address may try; a success takes it back (endAddress).
+func (s *Service) beginAddress(ip string) bool {
+	return s.count(s.addresses, addressKey(ip), s.policy.MaxAddressFailures, s.policy.AddressWindow)
+}
 
-func (s *Service) countAddress(ip string) {
+func (s *Service) endAddress(ip string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if a := s.addresses[addressKey(ip)]; a != nil && a.count > 0 {
+		a.count--
+	}
+}
+
+// unknownFailed counts a failure for a name that is no operator and
+// reports whether that name is now "locked", as a real one would be.
+func (s *Service) unknownFailed(name string) bool {
+	if len(name) > 64 {
+		name = name[:64]
+	}
+	return !s.count(s.unknown, name, s.policy.MaxFailures, s.policy.LockFor)
+}
+
+// maxTracked bounds each failure table; when full, windows that ended are
+// dropped, then the oldest.
+const maxTracked = 100_000
+
+// count adds one to key's count in table within window and reports
+// whether the count was below limit before.
+func (s *Service) count(table map[string]*addressFailures, key string, limit int, window time.Duration) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	now := s.now()
-	a := s.addresses[ip]
-	if a == nil || now.Sub(a.since) > s.policy.AddressWindow {
-		if len(s.addresses) >= maxAddresses {
-			for k, v := range s.addresses {
-				if now.Sub(v.since) > s.policy.AddressWindow {
-					delete(s.addresses, k)
-				}
-			}
-			if len(s.addresses) >= maxAddresses {
-				clear(s.addresses)
-			}
+	a := table[key]
+	if a == nil || now.Sub(a.since) > window {
+		if a == nil && len(table) >= maxTracked {
+			evict(table, now, window)
 		}
 		a = &addressFailures{since: now}
-		s.addresses[ip] = a
+		table[key] = a
+	}
+	if a.count >= limit {
+		return false
 	}
 	a.count++
+	return true
+}
+
+func evict(table map[string]*addressFailures, now time.Time, window time.Duration) {
+	var oldestKey string
+	var oldest time.Time
+	for k, v := range table {
+		if now.Sub(v.since) > window {
+			delete(table, k)
+			continue
+		}
+		if oldestKey == "" || v.since.Before(oldest) {
+			oldestKey, oldest = k, v.since
+		}
+	}
+	if len(table) >= maxTracked {
+		delete(table, oldestKey)
+	}
 }
 
 // Settings reads the 2FA settings.
@@ -248,7 +342,9 @@ func (s *Service) Settings(ctx context.Context) (Settings, error) { return LoadS
 // Duo returns a Duo client for the current settings.
 func (s *Service) Duo(set Settings) (*duo.Client, error) {
 	if !set.DuoConfigured() {
-		return nil, fmt.Errorf("signin: Duo Push is chosen but the Duo integration is not configured on the 2FA tab: %w", ErrDuoUnavailable)
+		// Never an outage: failing open must not turn a missing
+		// configuration into no second factor at all.
+		return nil, ErrDuoConfig
 	}
 	return duo.New(duo.Config{
 		IntegrationKey: set.DuoIntegrationKey, SecretKey: set.DuoSecretKey, APIHost: set.DuoAPIHost, RootCAs: s.duoRoots,
@@ -281,7 +377,8 @@ func (s *Service) Authenticate(ctx context.Context, req relay.AuthRequest, ch re
 	if err != nil {
 		return relay.AuthResult{}, err
 	}
-	if set.Require2FA || op.Require2FA {
+	twoFA := set.Require2FA || op.Require2FA
+	if twoFA {
 		if err := s.secondFactor(ctx, op, set, req, ch); err != nil {
 			return relay.AuthResult{}, refusalFor(err)
 		}
@@ -289,7 +386,7 @@ func (s *Service) Authenticate(ctx context.Context, req relay.AuthRequest, ch re
 	if err := s.Completed(ctx, op, req.PublicIP); err != nil {
 		return relay.AuthResult{}, err
 	}
-	token, expires, err := s.issueToken(ctx, op, req, set.TokenTTL)
+	token, expires, err := s.issueToken(ctx, op, req, set.TokenTTL, twoFA)
 	if err != nil {
 		return relay.AuthResult{}, err
 	}
@@ -302,84 +399,146 @@ func (s *Service) secondFactor(ctx context.Context, op db.Operator, set Settings
 	case op.Factor == db.FactorTOTP && op.TOTPSecret != "":
 		code, err := ch.Ask(ctx, wire.FactorTOTP, "TOTP code for operator "+op.Name, 2*time.Minute)
 		if err != nil {
-			return fmt.Errorf("signin: waiting for the TOTP code: %w", err)
+			s.log.Debug("no TOTP code", "operator", op.Name, "err", err)
+			s.events.Emit(event.SigninFailed(op.Name, req.PublicIP))
+			return ErrNoCode
 		}
 		return s.CheckTOTP(ctx, op, code, req.PublicIP)
 	case op.Factor == db.FactorDuo:
-		if err := ch.Tell(wire.FactorDuo, "Duo Push sent to "+op.Name+"'s phone: approve it to continue", set.DuoTimeout+15*time.Second); err != nil {
-			return fmt.Errorf("signin: %w", err)
-		}
 		what := "Switchboard: Control " + req.Control + " browses"
 		if req.Role == wire.RoleConnect {
 			what = "Switchboard: Control " + req.Control + " connects to " + req.Target
 		}
-		return s.Push(ctx, op, set, req.PublicIP, what)
+		return s.Push(ctx, op, set, req.PublicIP, what, func() error {
+			return ch.Tell(wire.FactorDuo, "Duo Push sent to "+op.Name+"'s phone: approve it to continue", set.DuoTimeout+15*time.Second)
+		})
 	default:
 		s.events.Emit(event.SigninFailed(op.Name, req.PublicIP))
 		return ErrNoFactor
 	}
 }
 
-// Push sends op a Duo Push and waits for the answer or set.DuoTimeout.
-// With Duo unreachable it fails closed unless set.DuoFailOpen.
-func (s *Service) Push(ctx context.Context, op db.Operator, set Settings, ip, pushinfo string) error {
+// BeginPush counts a Duo Push attempt before it is sent, so that pushes
+// are throttled like passwords.
+func (s *Service) BeginPush(ctx context.Context, op db.Operator, ip string) error {
+	if !s.beginAddress(ip) {
+		s.events.Emit(event.SigninFailed(op.Name, ip))
+		return ErrThrottled
+	}
+	return s.begin(ctx, op, ip)
+}
+
+// Push sends op a Duo Push, tells the person (sent) and waits for the
+// answer or set.DuoTimeout. It fails open only when Duo cannot be reached
+// before a push went out and an administrator chose so.
+func (s *Service) Push(ctx context.Context, op db.Operator, set Settings, ip, pushinfo string, sent func() error) error {
 	client, err := s.Duo(set)
-	if err == nil {
-		pctx, cancel := context.WithTimeout(ctx, set.DuoTimeout)
-		defer cancel()
-		defer client.CloseIdleConnections()
-		var res duo.Result
-		res, err = client.Push(pctx, op.Name, ip, pushinfo)
-		if err == nil {
-			if res.Outcome == duo.Allow {
-				return nil
+	if err != nil {
+		s.events.Emit(event.SigninFailed(op.Name, ip))
+		return err
+	}
+	defer client.CloseIdleConnections()
+	if err := s.BeginPush(ctx, op, ip); err != nil {
+		return err
+	}
+	pctx, cancel := context.WithTimeout(ctx, set.DuoTimeout)
+	defer cancel()
+	txid, res, err := client.Start(pctx, op.Name, ip, pushinfo)
+	if err != nil {
+		return s.DuoError(ctx, op, set, ip, err, false)
+	}
+	if res == nil {
+		if err := sent(); err != nil {
+			// The Control is gone: nothing was guessed, nothing counts.
+			if uerr := s.store.SigninStepPassed(ctx, op.ID); uerr != nil {
+				s.log.Warn("could not uncount a sign-in attempt", "operator", op.Name, "err", uerr)
 			}
-			s.failed(ctx, &op, op.Name, ip)
-			return ErrDuoDenied
+			return fmt.Errorf("signin: %w", err)
 		}
 	}
-	return s.DuoError(ctx, op, set, ip, err)
+	for res == nil || res.Outcome == duo.Waiting {
+		if res != nil {
+			select {
+			case <-pctx.Done():
+				return s.DuoError(ctx, op, set, ip, duo.ErrTimeout, true)
+			case <-time.After(time.Second):
+			}
+		}
+		r, err := client.Status(pctx, txid)
+		if err != nil {
+			return s.DuoError(ctx, op, set, ip, err, true)
+		}
+		res = &r
+	}
+	if res.Outcome == duo.Allow {
+		return nil
+	}
+	s.failed(ctx, op, ip)
+	return ErrDuoDenied
 }
 
 // DuoError turns a failure to get an answer from Duo into the sign-in's
-// outcome: nil when failing open, a refusal otherwise.
-func (s *Service) DuoError(ctx context.Context, op db.Operator, set Settings, ip string, err error) error {
-	switch {
-	case errors.Is(err, duo.ErrTimeout):
-		s.failed(ctx, &op, op.Name, ip)
-		return ErrDuoTimeout
-	case errors.Is(err, duo.ErrUnavailable) || errors.Is(err, ErrDuoUnavailable):
-		s.log.Warn("Duo could not be reached", "operator", op.Name, "fail_open", set.DuoFailOpen, "err", err)
-		if set.DuoFailOpen {
-			s.events.Emit(event.DuoFailOpen(op.Name, ip))
-			return nil
+// outcome: nil when failing open, a refusal otherwise. sent tells whether
+// a push had gone out: from then on nothing fails open, or an attacker
+// holding the password could cut the answer off and walk in.
+func (s *Service) DuoError(ctx context.Context, op db.Operator, set Settings, ip string, err error, sent bool) error {
+	uncount := func() {
+		if err := s.store.SigninStepPassed(ctx, op.ID); err != nil {
+			s.log.Warn("could not uncount a sign-in attempt", "operator", op.Name, "err", err)
 		}
-		s.events.Emit(event.SigninFailed(op.Name, ip))
-		return ErrDuoUnavailable
-	case ctx.Err() != nil:
-		return ctx.Err()
 	}
-	s.failed(ctx, &op, op.Name, ip)
-	return fmt.Errorf("signin: Duo: %w", err)
+	switch {
+	case errors.Is(err, duo.ErrTimeout) && ctx.Err() == nil:
+		s.failed(ctx, op, ip)
+		return ErrDuoTimeout
+	case ctx.Err() != nil:
+		uncount()
+		return ctx.Err()
+	case errors.Is(err, duo.ErrUnavailable) && !errors.Is(err, duo.ErrRateLimited) && !sent && set.DuoFailOpen:
+		s.log.Warn("Duo could not be reached: failing open as configured", "operator", op.Name, "err", err)
+		s.events.Emit(event.DuoFailOpen(op.Name, ip))
+		return nil
+	}
+	// An outage, a rate limit, or Duo refusing the gateway's own
+	// credentials: not the operator's guess, so it does not count towards
+	// the lockout, and the sign-in is refused.
+	s.log.Warn("Duo could not answer: sign-in refused", "operator", op.Name, "push_sent", sent, "err", err)
+	uncount()
+	s.events.Emit(event.SigninFailed(op.Name, ip))
+	return ErrDuoUnavailable
 }
 
 func (s *Service) useToken(ctx context.Context, req relay.AuthRequest) (relay.AuthResult, error) {
-	op, err := s.store.UseControlToken(ctx, hashToken(req.Token))
+	tok, op, err := s.store.UseControlToken(ctx, hashToken(req.Token))
 	if err != nil && !errors.Is(err, db.ErrNotFound) {
 		return relay.AuthResult{}, err
 	}
-	if err != nil || op.Name != req.Operator || op.Disabled {
-		return relay.AuthResult{}, refusal(wire.CodeTokenInvalid, "the Control's sign-in expired or was revoked: sign in again")
+	invalid := refusal(wire.CodeTokenInvalid, "the Control's sign-in expired or was revoked: sign in again")
+	if err != nil || op.Name != req.Operator || op.Disabled || tok.Control != req.Control {
+		return relay.AuthResult{}, invalid
+	}
+	if op.LockedUntil.After(s.now()) {
+		return relay.AuthResult{}, refusalFor(ErrLocked)
+	}
+	if !tok.SecondFactor {
+		set, err := s.Settings(ctx)
+		if err != nil {
+			return relay.AuthResult{}, err
+		}
+		if set.Require2FA || op.Require2FA {
+			// 2FA became required after this sign-in: it must be proved now.
+			return relay.AuthResult{}, invalid
+		}
 	}
 	return relay.AuthResult{Operator: op.Name}, nil
 }
 
-func (s *Service) issueToken(ctx context.Context, op db.Operator, req relay.AuthRequest, ttl time.Duration) (string, time.Time, error) {
+func (s *Service) issueToken(ctx context.Context, op db.Operator, req relay.AuthRequest, ttl time.Duration, secondFactor bool) (string, time.Time, error) {
 	b := make([]byte, 32)
 	_, _ = rand.Read(b)
 	token := base64.RawURLEncoding.EncodeToString(b)
 	expires := s.now().Add(ttl).Truncate(time.Second)
-	if err := s.store.AddControlToken(ctx, hashToken(token), op.ID, req.Control, req.PublicIP, expires); err != nil {
+	if err := s.store.AddControlToken(ctx, hashToken(token), op.ID, req.Control, req.PublicIP, expires, secondFactor); err != nil {
 		return "", time.Time{}, fmt.Errorf("signin: %w", err)
 	}
 	return token, expires, nil
@@ -420,9 +579,9 @@ func refusalFor(err error) error {
 	case errors.Is(err, ErrLocked), errors.Is(err, ErrThrottled):
 		return refusal(wire.CodeLocked, err.Error())
 	case errors.Is(err, ErrBadCredentials), errors.Is(err, ErrBadCode), errors.Is(err, ErrDuoDenied),
-		errors.Is(err, ErrDuoTimeout), errors.Is(err, ErrNoFactor):
+		errors.Is(err, ErrDuoTimeout), errors.Is(err, ErrNoFactor), errors.Is(err, ErrNoCode):
 		return refusal(wire.CodeUnauthorized, err.Error())
-	case errors.Is(err, ErrDuoUnavailable):
+	case errors.Is(err, ErrDuoUnavailable), errors.Is(err, ErrDuoConfig):
 		return refusal(wire.CodeUnavailable, err.Error())
 	}
 	return err

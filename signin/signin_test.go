@@ -131,7 +131,9 @@ func TestLockoutExpires(t *testing.T) {
 // two steps away are not, and no code is accepted twice, not even an
 // older one after a newer.
 func TestTOTPWindowAndReplay(t *testing.T) {
-	s, store, _, clk, op := setup(t, DefaultPolicy)
+	// Every code checked counts as an attempt until a sign-in completes:
+	// a roomy limit keeps the lockout out of this test.
+	s, store, _, clk, op := setup(t, Policy{MaxFailures: 100, LockFor: time.Minute, MaxAddressFailures: 100, AddressWindow: time.Minute})
 	ctx := context.Background()
 	e, err := NewEnrolment("Switchboard", "erin")
 	if err != nil {
@@ -242,4 +244,63 @@ func codeOf(err error) string {
 		return we.Code
 	}
 	return ""
+}
+
+// TestParallelGuessesCannotOutrunTheLockout: many wrong passwords at once,
+// with the right one among them, are counted before they are checked, so
+// no more than the limit are ever checked and the right one is refused.
+func TestParallelGuessesCannotOutrunTheLockout(t *testing.T) {
+	p := Policy{MaxFailures: 3, LockFor: time.Minute, MaxAddressFailures: 1000, AddressWindow: time.Minute}
+	s, _, rec, _, _ := setup(t, p)
+	ctx := context.Background()
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	checked, admitted := 0, 0
+	for i := range 30 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			pw := "wrong"
+			if i == 29 {
+				pw = "right password"
+			}
+			_, err := s.CheckPassword(ctx, "erin", pw, "192.0.2.9")
+			mu.Lock()
+			defer mu.Unlock()
+			switch {
+			case err == nil:
+				admitted++
+				checked++
+			case errors.Is(err, ErrBadCredentials):
+				checked++
+			}
+		}()
+	}
+	wg.Wait()
+	if checked > p.MaxFailures {
+		t.Errorf("%d of 30 parallel attempts were checked, the limit is %d", checked, p.MaxFailures)
+	}
+	if admitted == 1 && checked == p.MaxFailures && rec.count("Operator erin locked out") == 0 {
+		t.Log("the right password came among the first attempts")
+	}
+}
+
+// TestLockedMessageForUnknownNames: a name that is no operator is locked
+// out like one that is, so the lock says nothing about existence.
+func TestLockedMessageForUnknownNames(t *testing.T) {
+	p := Policy{MaxFailures: 2, LockFor: time.Minute, MaxAddressFailures: 100, AddressWindow: time.Minute}
+	s, _, _, _, _ := setup(t, p)
+	ctx := context.Background()
+	for _, name := range []string{"erin", "ghost"} {
+		var last error
+		for range p.MaxFailures + 1 {
+			_, last = s.CheckPassword(ctx, name, "wrong", "192.0.2.10")
+		}
+		if !errors.Is(last, ErrLocked) {
+			t.Errorf("%s after %d failures: %v", name, p.MaxFailures+1, last)
+		}
+	}
+	if _, err := s.CheckPassword(ctx, "bad\nname", "x", "192.0.2.10"); !errors.Is(err, ErrBadCredentials) {
+		t.Errorf("a name with a line break: %v", err)
+	}
 }

@@ -15,6 +15,7 @@ import (
 
 	"github.com/switchboard/switchboard/db"
 	"github.com/switchboard/switchboard/password"
+	"github.com/switchboard/switchboard/signin"
 	"github.com/switchboard/switchboard/web"
 )
 
@@ -54,6 +55,9 @@ func (e *cmdEnv) operators(ctx context.Context, args []string) error {
 	}
 	if len(rest) != n {
 		return fmt.Errorf("operators %s takes %d argument(s)", verb, n)
+	}
+	if verb == "add" && (!signin.ValidName(rest[0]) || strings.ContainsAny(rest[0], " /")) {
+		return fmt.Errorf("an operator name is 1 to 64 characters without spaces, '/' or control characters")
 	}
 	var hash string
 	if verb == "add" || verb == "passwd" {
@@ -123,7 +127,11 @@ func (e *cmdEnv) operators(ctx context.Context, args []string) error {
 		if factor != db.FactorNone && factor != db.FactorTOTP && factor != db.FactorDuo {
 			return fmt.Errorf("the second factor must be none, totp or duo")
 		}
-		if err := store.SetSecondFactor(ctx, o.Name, factor, *require2FA); err != nil {
+		require := o.Require2FA // kept unless --require-2fa is given
+		if fs.isSet("require-2fa") {
+			require = *require2FA
+		}
+		if err := store.SetSecondFactor(ctx, o.Name, factor, require); err != nil {
 			return err
 		}
 		fmt.Fprintf(e.stdout, "operator %s: second factor %s\n", o.Name, web.FactorName(factor))

@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"strings"
+	"sync"
 
 	"golang.org/x/term"
 )
@@ -18,6 +19,7 @@ import (
 // standard input carries the session, so only the terminal (/dev/tty) can
 // be asked.
 type prompter struct {
+	mu    sync.Mutex // one question at a time on one terminal
 	in    *bufio.Reader
 	fd    int // terminal file descriptor, or -1
 	out   io.Writer
@@ -50,6 +52,8 @@ func (p *prompter) ask(ctx context.Context, label string, secret bool) (string, 
 	if p.in == nil {
 		return "", errNoTerminal
 	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
 	if err := ctx.Err(); err != nil {
 		return "", err
 	}

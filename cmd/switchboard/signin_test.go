@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -123,6 +124,22 @@ func TestControlSignIn(t *testing.T) {
 		t.Fatalf("SWITCHBOARD_PASSWORD must sign in: %v\n%s", err, out)
 	}
 
+	// Requiring 2FA later ends what the kept sign-in admits: it proved no
+	// second factor.
+	set := signin.DefaultSettings
+	set.Require2FA = true
+	if err := signin.SaveSettings(context.Background(), g.db(), set); err != nil {
+		t.Fatal(err)
+	}
+	out, err = controlProcess(t, gwFile, "", nil, withUser...)
+	if err == nil || !strings.Contains(out, "Password for operator alice") {
+		t.Fatalf("a kept sign-in without 2FA must not admit once 2FA is required: %v\n%s", err, out)
+	}
+	set.Require2FA = false
+	if err := signin.SaveSettings(context.Background(), g.db(), set); err != nil {
+		t.Fatal(err)
+	}
+
 	// The session carries the operator into the console and the events.
 	c := g.control(testKey, "ctl-2")
 	c.Operator, c.Password = opName, func(context.Context) (string, error) { return opPassword, nil }
@@ -219,18 +236,98 @@ func TestControlTOTP(t *testing.T) {
 		t.Fatalf("a code must work once: %v\n%s", err, out)
 	}
 
-	// Required for everyone from the 2FA settings, not per operator.
-	if err := g.db().SetSecondFactor(ctx, opName, db.FactorTOTP, false); err != nil {
+	// Connections opened at once sign in once: one password, one code.
+	c := g.control(testKey, "ctl-parallel")
+	c.Operator = opName
+	var mu sync.Mutex
+	passwords, codes := 0, 0
+	c.Password = func(context.Context) (string, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		passwords++
+		return opPassword, nil
+	}
+	c.Code = func(context.Context, string) (string, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		codes++
+		return totp.GenerateCode(enrol.Secret, time.Now().Add(30*time.Second))
+	}
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			conn, err := c.Connect(ctx, "pc-totp/echo")
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			mustEcho(t, conn, []byte("one sign-in"))
+			conn.Close()
+		}()
+	}
+	wg.Wait()
+	if passwords != 1 || codes != 1 {
+		t.Errorf("4 parallel connections asked %d times for the password and %d for a code, want 1 each", passwords, codes)
+	}
+
+	// A gateway that stops ends a sign-in waiting for its code.
+	waiting := make(chan struct{})
+	c2 := g.control(testKey, "ctl-waits")
+	c2.Operator = opName
+	c2.Password = func(context.Context) (string, error) { return opPassword, nil }
+	c2.Code = func(ctx context.Context, _ string) (string, error) {
+		close(waiting)
+		<-ctx.Done()
+		return "", ctx.Err()
+	}
+	bctx, bcancel := context.WithTimeout(ctx, 20*time.Second)
+	defer bcancel()
+	browseErr := make(chan error, 1)
+	go func() { _, err := c2.Browse(bctx); browseErr <- err }()
+	<-waiting
+	stopped := time.Now()
+	g.stop()
+	if took := time.Since(stopped); took > 4*time.Second {
+		t.Errorf("the gateway took %v to stop with a sign-in waiting", took)
+	}
+	bcancel()
+	if err := <-browseErr; err == nil {
+		t.Error("the waiting Control was admitted")
+	}
+}
+
+// TestControlTOTPForEveryone: 2FA required for all operators from the 2FA
+// settings, not per operator.
+func TestControlTOTPForEveryone(t *testing.T) {
+	g := mustStartGateway(t)
+	addOperator(t, g, opName, opPassword, db.RoleOperator)
+	ctx := context.Background()
+	enrol, err := signin.NewEnrolment("Switchboard", opName)
+	if err != nil {
 		t.Fatal(err)
 	}
+	if err := g.db().SetTOTP(ctx, opName, enrol.Secret); err != nil {
+		t.Fatal(err)
+	}
+	browse := []string{"browse", "--gateway", g.url, "--key", testKey, "--user", opName}
 	set := signin.DefaultSettings
 	set.Require2FA = true
 	if err := signin.SaveSettings(ctx, g.db(), set); err != nil {
 		t.Fatal(err)
 	}
-	out, err = controlProcess(t, filepath.Join(t.TempDir(), "gw.json"), opPassword+"\n", nil, browse...)
+	out, err := controlProcess(t, filepath.Join(t.TempDir(), "gw.json"), opPassword+"\n", nil, browse...)
 	if err == nil || !strings.Contains(out, "TOTP code for operator alice") {
 		t.Fatalf("2FA for all must ask alice for her code: %v\n%s", err, out)
+	}
+	code, err := totp.GenerateCode(enrol.Secret, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err = controlProcess(t, filepath.Join(t.TempDir(), "gw.json"), opPassword+"\n"+code+"\n", nil, browse...)
+	if err != nil {
+		t.Fatalf("2FA for all with the right code: %v\n%s", err, out)
 	}
 }
 
@@ -325,6 +422,24 @@ func TestControlDuo(t *testing.T) {
 		t.Fatalf("Duo down with fail open must admit: %v\n%s", err, out)
 	}
 	g.waitEvent(t, "Duo unreachable. Operator bob admitted from 127.0.0.1 without Duo Push (fail open)")
+
+	// Rate limiting is no outage: anyone with the password could provoke
+	// it, so even fail open refuses.
+	duo.SetDown(false)
+	duo.SetRateLimited(true)
+	out, err = browse("bob")
+	if err == nil || !strings.Contains(out, "Duo cannot be reached") {
+		t.Fatalf("Duo rate limiting must fail closed even with fail open: %v\n%s", err, out)
+	}
+	// Nor does a missing integration: Duo chosen but not configured.
+	duo.SetRateLimited(false)
+	if err := g.db().SetSetting(ctx, "duo_api_host", ""); err != nil {
+		t.Fatal(err)
+	}
+	out, err = browse("bob")
+	if err == nil || !strings.Contains(out, "not configured") {
+		t.Fatalf("Duo not configured must refuse even with fail open: %v\n%s", err, out)
+	}
 }
 
 // TestControlGateways: remembered gateways, two at one address with

@@ -294,6 +294,9 @@ type AuthPrompt struct {
 	Factor  string `json:"factor"`
 	Message string `json:"message"`
 	Answer  bool   `json:"answer"`
+	// WaitSeconds is how long the gateway waits, so the Control can wait
+	// as long.
+	WaitSeconds int `json:"wait_seconds"`
 }
 
 // AuthAnswer is a Control's reply to an AuthPrompt.

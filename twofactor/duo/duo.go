@@ -444,7 +444,7 @@ func (c *Client) Push(ctx context.Context, user, ip, pushinfo string) (Result, e
 		case err == nil:
 			pause = c.poll - time.Since(began)
 			backoff = c.poll
-		case errors.Is(err, errRateLimited) && ctx.Err() == nil:
+		case errors.Is(err, ErrRateLimited) && ctx.Err() == nil:
 			pause = backoff
 			backoff = min(2*backoff, 30*time.Second)
 		default:

@@ -20,8 +20,10 @@ const maxAnswer = 1 << 20
 // after the request was sent: Duo was holding it, waiting for news.
 var errNoNews = errors.New("duo: long poll ended without news")
 
-// errRateLimited is wrapped (with ErrUnavailable) when Duo answers HTTP 429.
-var errRateLimited = errors.New("rate limited by Duo (HTTP 429)")
+// ErrRateLimited is wrapped (with ErrUnavailable) when Duo answers HTTP 429.
+// Callers that fail open on outages must not on this: anyone with a
+// password can make Duo rate-limit a user by signing in over and over.
+var ErrRateLimited = errors.New("rate limited by Duo (HTTP 429)")
 
 // call runs fn, which makes one Auth API call, against a copy of c.api
 // whose HTTP client is bound to ctx and c.timeout. That is how the library,
@@ -84,7 +86,7 @@ func (e *statusError) Error() string {
 
 func (e *statusError) Unwrap() error {
 	if e.code == http.StatusTooManyRequests {
-		return errRateLimited
+		return ErrRateLimited
 	}
 	return nil
 }
