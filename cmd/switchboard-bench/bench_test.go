@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -72,5 +73,46 @@ func TestSummarize(t *testing.T) {
 	}
 	if m := median([]float64{3, 1, 2, 10}); m != 2.5 {
 		t.Errorf("median = %v, want 2.5", m)
+	}
+}
+
+// TestMain lets the test binary be a forwarder process too, as the bench
+// binary is for forwarder-2proc.
+func TestMain(m *testing.M) {
+	if target := os.Getenv(forwardEnv); target != "" {
+		if err := serveForwarder(target); err != nil {
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
+// TestProcForwarders: two forwarder processes in a row relay to the echo
+// service and end when closed.
+func TestProcForwarders(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	tg, err := startTargets()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tg.Close()
+	f, err := startProcForwarders(tg.addrs(), 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(f.procs) != 4 {
+		t.Errorf("%d processes, want 2 hops × 2 services", len(f.procs))
+	}
+	p := tcpPath("forwarder-2proc", true, f.front)
+	if _, err := pingPong(ctx, p, 20, 2, 64); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	for _, c := range f.procs {
+		if c.ProcessState == nil || !c.ProcessState.Exited() {
+			t.Errorf("forwarder process %d still runs", c.Process.Pid)
+		}
 	}
 }

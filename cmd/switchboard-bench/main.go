@@ -51,6 +51,13 @@ type options struct {
 }
 
 func main() {
+	if target := os.Getenv(forwardEnv); target != "" {
+		if err := serveForwarder(target); err != nil {
+			fmt.Fprintln(os.Stderr, "switchboard-bench forwarder:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	var o options
 	flag.IntVar(&o.rounds, "rounds", 5, "interleaved rounds over every path; 0 skips the path measurements")
 	flag.IntVar(&o.bulkMB, "bulk-mb", 256, "MiB sent to the sink by the single-stream bulk test")

@@ -184,7 +184,8 @@ func (r *report) writeTable(w io.Writer) {
 		}
 		tw.Flush()
 		fmt.Fprintln(w, "\nFor context only: forwarder-rw32k is the forwarder copying like relay/session.go copyHalf (32 KiB Read/Write, no splice);")
-		fmt.Fprintln(w, "forwarder-2hop is two plain forwarders in a row, the relay's shape (Control → gateway → Client agent → service) without the gateway.")
+		fmt.Fprintln(w, "forwarder-2hop is two plain forwarders in a row, the relay's shape (Control → gateway → Client agent → service) without the gateway;")
+		fmt.Fprintln(w, "forwarder-2proc is the same two forwarders as two processes of their own, as the gateway and the Client agent are.")
 	}
 	if i := r.Idle; i != nil {
 		fmt.Fprintf(w, "\nidle Clients on a fresh plain-HTTP gateway (CMPI 60 s): %d connected in %.1f s\n", i.Clients, i.ConnectSeconds)

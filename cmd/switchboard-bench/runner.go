@@ -41,6 +41,11 @@ func runPaths(ctx context.Context, o options, dir string, only map[string]bool, 
 		return err
 	}
 	defer fwd2.Close()
+	fwd2p, err := startProcForwarders(tg.addrs(), 2)
+	if err != nil {
+		return err
+	}
+	defer fwd2p.Close()
 	cert, err := makeCert(dir)
 	if err != nil {
 		return err
@@ -50,6 +55,7 @@ func runPaths(ctx context.Context, o options, dir string, only map[string]bool, 
 		tcpPath("forwarder", false, fwd.front),
 		tcpPath("forwarder-rw32k", true, fwdRW.front),
 		tcpPath("forwarder-2hop", true, fwd2.front),
+		tcpPath("forwarder-2proc", true, fwd2p.front),
 	}
 	for _, gw := range []struct {
 		name string
