@@ -36,7 +36,21 @@ func enrolmentFromURL(url string) signin.Enrolment {
 	return e
 }
 
+// startTOTP begins an enrolment once the operator has typed their
+// password again: a console left open must not let a passer-by put their
+// own phone on the account.
 func (c *Console) startTOTP(w http.ResponseWriter, r *http.Request) {
+	if err := r.ParseForm(); err != nil {
+		c.accountDone(w, r, badRequest("The form could not be read."), "")
+		return
+	}
+	if _, err := c.Signin.CheckPassword(r.Context(), operatorOf(r).Name, r.PostForm.Get("password"), remoteIP(r)); err != nil {
+		if isRefusal(err) {
+			err = badRequest("That is not your password.")
+		}
+		c.accountDone(w, r, err, "")
+		return
+	}
 	e, err := signin.NewEnrolment("Switchboard", operatorOf(r).Name)
 	if err != nil {
 		c.fail(w, r, err)

@@ -304,6 +304,14 @@ func (c *Console) updateOperator(w http.ResponseWriter, r *http.Request) {
 	case errors.Is(err, db.ErrLastAdmin):
 		err = badRequest("That would leave no enabled administrator.")
 	}
+	if err == nil && disabled {
+		// A disabled operator's remote connections end with the account.
+		for _, x := range c.Relay.Sessions() {
+			if x.Operator == name {
+				c.Relay.TerminateSession(x.ID)
+			}
+		}
+	}
 	if err == nil {
 		what := fmt.Sprintf("role %s, %s", role, map[bool]string{true: "disabled", false: "enabled"}[disabled])
 		if hash != "" {

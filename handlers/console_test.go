@@ -258,6 +258,29 @@ func TestOperatorWithoutAdminRole(t *testing.T) {
 			t.Errorf("%s: %d, want 403", path, code)
 		}
 	}
+
+	// Enrolling an authenticator app asks for the password again.
+	start := func(pw string) string {
+		resp, err := client.PostForm(base+"/console/account/totp/start", url.Values{"password": {pw}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		return string(b)
+	}
+	if body := start("not my password"); !strings.Contains(body, "That is not your password") {
+		t.Errorf("a wrong password started an enrolment:\n%s", body)
+	}
+	if _, code := getPage(t, client, base+"/console/account/totp/qr.png"); code != http.StatusNotFound {
+		t.Errorf("QR code without an enrolment: %d", code)
+	}
+	if body := start("operator password 1"); !strings.Contains(body, "totp-qr") {
+		t.Errorf("the right password did not start an enrolment:\n%s", body)
+	}
+	if _, code := getPage(t, client, base+"/console/account/totp/qr.png"); code != http.StatusOK {
+		t.Errorf("QR code during an enrolment: %d", code)
+	}
 }
 
 // TestTwoFASettingsKeepTheSecret: the Duo secret key is stored but never

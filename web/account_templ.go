@@ -106,12 +106,12 @@ func AccountPage(v AccountView) templ.Component {
 				return templ_7745c5c3_Err
 			}
 		} else if v.TOTPEnrolled {
-			templ_7745c5c3_Err = templruntime.WriteString(templ_7745c5c3_Buffer, 10, "<p id=\"totp-state\">An authenticator app is enrolled.</p><form class=\"toolbar\" method=\"post\" action=\"/console/account/totp/start\"><button class=\"secondary\" type=\"submit\">Replace with a new app</button></form>")
+			templ_7745c5c3_Err = templruntime.WriteString(templ_7745c5c3_Buffer, 10, "<p id=\"totp-state\">An authenticator app is enrolled.</p><form class=\"toolbar\" method=\"post\" action=\"/console/account/totp/start\"><input type=\"password\" name=\"password\" placeholder=\"Your password\" aria-label=\"Your password\" autocomplete=\"current-password\" required> <button class=\"secondary\" type=\"submit\">Replace with a new app</button></form>")
 			if templ_7745c5c3_Err != nil {
 				return templ_7745c5c3_Err
 			}
 		} else {
-			templ_7745c5c3_Err = templruntime.WriteString(templ_7745c5c3_Buffer, 11, "<p id=\"totp-state\">No authenticator app is enrolled.</p><form class=\"toolbar\" method=\"post\" action=\"/console/account/totp/start\"><button type=\"submit\">Set up an authenticator app</button></form>")
+			templ_7745c5c3_Err = templruntime.WriteString(templ_7745c5c3_Buffer, 11, "<p id=\"totp-state\">No authenticator app is enrolled.</p><form class=\"toolbar\" method=\"post\" action=\"/console/account/totp/start\"><input type=\"password\" name=\"password\" placeholder=\"Your password\" aria-label=\"Your password\" autocomplete=\"current-password\" required> <button type=\"submit\">Set up an authenticator app</button></form>")
 			if templ_7745c5c3_Err != nil {
 				return templ_7745c5c3_Err
 			}
@@ -123,7 +123,7 @@ func AccountPage(v AccountView) templ.Component {
 		var templ_7745c5c3_Var6 string
 		templ_7745c5c3_Var6, templ_7745c5c3_Err = templ.JoinStringErrs(FactorName(v.Factor))
 		if templ_7745c5c3_Err != nil {
-			return templ.Error{Err: templ_7745c5c3_Err, FileName: `web/account.templ`, Line: 34, Col: 63}
+			return templ.Error{Err: templ_7745c5c3_Err, FileName: `web/account.templ`, Line: 36, Col: 63}
 		}
 		_, templ_7745c5c3_Err = templ_7745c5c3_Buffer.WriteString(templ.EscapeString(templ_7745c5c3_Var6))
 		if templ_7745c5c3_Err != nil {

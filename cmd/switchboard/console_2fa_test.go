@@ -49,6 +49,7 @@ func TestConsoleTOTP(t *testing.T) {
 	b.run("start enrolment",
 		chromedp.Click(`//nav/a[normalize-space()="Account"]`),
 		chromedp.WaitVisible(`#totp-state`, chromedp.ByQuery),
+		chromedp.SendKeys(`form[action="/console/account/totp/start"] input[name=password]`, adminPassword, chromedp.ByQuery),
 		chromedp.Click(`//button[normalize-space()="Set up an authenticator app"]`),
 		chromedp.WaitVisible(`#totp-qr`, chromedp.ByQuery),
 		chromedp.Poll(`document.querySelector('#totp-qr').complete && document.querySelector('#totp-qr').naturalWidth`, &qrWidth),

@@ -4,7 +4,10 @@ import (
 	"context"
 	"encoding/pem"
 	"errors"
+	"io"
 	"net"
+	"net/http/cookiejar"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -528,4 +531,52 @@ func dialRetry(t *testing.T, addr string) net.Conn {
 		return err == nil
 	})
 	return conn
+}
+
+// TestDisablingEndsSessions: an admin who disables an operator on the
+// console ends that operator's sessions, and only theirs.
+func TestDisablingEndsSessions(t *testing.T) {
+	g := consoleGateway(t)
+	a := g.startAgent(t, testKey, "pc-dis", map[string]string{"echo": echoServer(t)})
+	g.waitConnected(t, a)
+	addOperator(t, g, opName, opPassword, db.RoleOperator)
+	ctx := context.Background()
+	alice := g.control(testKey, "ctl-alice")
+	alice.Operator, alice.Password = opName, func(context.Context) (string, error) { return opPassword, nil }
+	aliceConn, err := alice.Connect(ctx, "pc-dis/echo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer aliceConn.Close()
+	adminConn, err := g.signedControl(testKey, "ctl-admin").Connect(ctx, "pc-dis/echo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer adminConn.Close()
+
+	client := g.httpsClient()
+	client.Jar, _ = cookiejar.New(nil)
+	resp, err := client.PostForm(g.https()+"/console/signin", url.Values{"name": {adminName}, "password": {adminPassword}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	resp, err = client.PostForm(g.https()+"/console/config/operators/"+opName,
+		url.Values{"role": {db.RoleOperator}, "disabled": {"1"}, "factor": {""}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !strings.Contains(string(body), "Saved operator alice") {
+		t.Fatalf("disabling alice:\n%s", body)
+	}
+	_ = aliceConn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := aliceConn.Read(make([]byte, 1)); err == nil {
+		t.Error("the disabled operator's session is still open")
+	}
+	mustEcho(t, adminConn, []byte("still here"))
+	if _, err := alice.Browse(ctx); err == nil {
+		t.Error("a disabled operator's kept sign-in still admits")
+	}
 }
