@@ -266,7 +266,10 @@ func (a *Agent) heartbeat(ctx context.Context, ch *channel, cmpi <-chan time.Dur
 }
 
 // session dials the local service first, so that a service that is down is
-// reported to the Control at once instead of as a broken session.
+// reported to the Control at once instead of as a broken session. The
+// session's connection to the gateway is dialled meanwhile: on a good day
+// both are needed, and dialling them one after the other would add the
+// local dial to every session's set-up.
 func (a *Agent) session(ctx context.Context, ch *channel, o wire.Open) {
 	log := a.log.With("session", o.SessionID, "service", o.Service, "control", o.Control)
 	addr, ok := a.cfg.Services[o.Service]
@@ -274,19 +277,32 @@ func (a *Agent) session(ctx context.Context, ch *channel, o wire.Open) {
 		_ = ch.send(wire.TypeOpenFailed, wire.OpenFailed{SessionID: o.SessionID, Message: "service not offered"})
 		return
 	}
+	type dialed struct {
+		conn *peer.Conn
+		err  error
+	}
+	gw := make(chan dialed, 1)
+	go func() {
+		c, err := a.cfg.Dialer.Dial(ctx) // bounded by the dialer's timeout and ctx
+		gw <- dialed{c, err}
+	}()
 	d := net.Dialer{Timeout: a.cfg.ServiceDialTimeout}
 	local, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {
 		log.Warn("cannot reach local service", "addr", addr, "err", err)
 		_ = ch.send(wire.TypeOpenFailed, wire.OpenFailed{SessionID: o.SessionID, Message: "the service is not reachable on the Client"})
+		if r := <-gw; r.conn != nil {
+			r.conn.Close()
+		}
 		return
 	}
 	defer local.Close()
-	remote, err := a.cfg.Dialer.Dial(ctx)
-	if err != nil {
-		log.Warn("cannot open session connection", "err", err)
+	dial := <-gw
+	if dial.err != nil {
+		log.Warn("cannot open session connection", "err", dial.err)
 		return
 	}
+	remote := dial.conn
 	defer remote.Close()
 	if err := remote.Send(a.cfg.Key, wire.RoleAccept, a.cfg.Name, o.SessionID, nil); err != nil {
 		log.Warn("session handshake failed", "err", err)

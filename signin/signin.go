@@ -553,7 +553,9 @@ func hashToken(t string) []byte {
 
 // hasOperators asks the database, and when it cannot, keeps to what it
 // knew last: Controls admitted by key alone stay admitted through a
-// database outage; Controls that must sign in are refused.
+// database outage; Controls that must sign in are refused. It is asked on
+// every Control connection, so that the first operator added binds the very
+// next Control.
 func (s *Service) hasOperators(ctx context.Context) (bool, error) {
 	has, err := s.store.HasOperators(ctx)
 	s.mu.Lock()

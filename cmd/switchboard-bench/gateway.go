@@ -96,8 +96,12 @@ func (g *gateway) URL() string {
 }
 
 // Dialer dials the gateway, trusting the bench's certificate for TLS.
+// Dialer is the Control's dialer, with a TLS session cache as `switchboard
+// control connect --listen` has, so that its sessions after the first resume
+// TLS instead of doing full handshakes.
 func (g *gateway) Dialer() peer.Dialer {
-	return peer.Dialer{Gateway: peer.Gateway{TLS: g.tls != nil, Host: g.addr}, TLS: g.tls, UserAgent: "switchboard-bench"}
+	return peer.Dialer{Gateway: peer.Gateway{TLS: g.tls != nil, Host: g.addr}, TLS: g.tls, UserAgent: "switchboard-bench",
+		SessionCache: tls.NewLRUClientSessionCache(16)}
 }
 
 // HTTPClient reaches the gateway's own endpoints (/healthz, /metrics).
