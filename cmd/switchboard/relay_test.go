@@ -665,3 +665,31 @@ func TestListenChangeRebinds(t *testing.T) {
 		t.Errorf("listening on %s, want %s", got, newAddr)
 	}
 }
+
+// TestServiceDownOnClient: a session to a service the Client cannot reach
+// fails at once with the Client's reason, and the Client stays connected
+// and serves the next session.
+func TestServiceDownOnClient(t *testing.T) {
+	g := mustStartGateway(t)
+	down := freePort(t) // nothing listens there any more
+	a := g.startAgent(t, testKey, "pc-down", map[string]string{"down": down, "echo": echoServer(t)})
+	g.waitConnected(t, a)
+	ctx := context.Background()
+	start := time.Now()
+	_, err := g.control(testKey, "op").Connect(ctx, "pc-down/down")
+	if wireCode(err) != wire.CodeUnavailable || !strings.Contains(err.Error(), "not reachable on the Client") {
+		t.Fatalf("connect to a dead service: %v", err)
+	}
+	if took := time.Since(start); took > 5*time.Second {
+		t.Errorf("the refusal took %v", took)
+	}
+	conn, err := g.control(testKey, "op").Connect(ctx, "pc-down/echo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	mustEcho(t, conn, []byte("still serving"))
+	if n := g.relay.Stats().Sessions; n != 1 {
+		t.Errorf("%d sessions, want the one echo session", n)
+	}
+}
