@@ -45,7 +45,7 @@ func (c *Console) startTOTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if _, err := c.Signin.CheckPassword(r.Context(), operatorOf(r).Name, r.PostForm.Get("password"), remoteIP(r)); err != nil {
-		if isRefusal(err) {
+		if signin.IsRefusal(err) {
 			err = badRequest("That is not your password.")
 		}
 		c.accountDone(w, r, err, "")
@@ -115,18 +115,7 @@ func withIP(e event.Event, ip string) event.Event {
 }
 
 func (c *Console) accountDone(w http.ResponseWriter, r *http.Request, err error, okMsg string) {
-	ctx := r.Context()
-	if err != nil {
-		if e, ok := err.(*Error); ok {
-			c.Sessions.Put(ctx, flashError, e.Message)
-		} else {
-			c.Logger.Error("console account", "err", err)
-			c.Sessions.Put(ctx, flashError, "Internal error.")
-		}
-	} else if okMsg != "" {
-		c.Sessions.Put(ctx, flashOK, okMsg)
-	}
-	http.Redirect(w, r, "/console/account", http.StatusSeeOther)
+	c.flashAndGo(w, r, "/console/account", err, okMsg)
 }
 
 // twoFAView fills the 2FA tab.

@@ -89,6 +89,13 @@ func (c *Console) configPage(w http.ResponseWriter, r *http.Request) {
 // done finishes a configuration POST: flash a message, then back to the tab
 // (Post/Redirect/Get, so a reload does not repeat the change).
 func (c *Console) done(w http.ResponseWriter, r *http.Request, tab string, err error, okMsg string) {
+	c.flashAndGo(w, r, "/console/config/"+tab, err, okMsg)
+}
+
+// flashAndGo ends a form POST: a flash message (okMsg, or err's safe
+// message), then back to the page at to (Post/Redirect/Get). An error
+// without a safe message is answered at once, after logging it.
+func (c *Console) flashAndGo(w http.ResponseWriter, r *http.Request, to string, err error, okMsg string) {
 	var safe *Error
 	switch {
 	case err == nil:
@@ -99,7 +106,7 @@ func (c *Console) done(w http.ResponseWriter, r *http.Request, tab string, err e
 		c.fail(w, r, err)
 		return
 	}
-	http.Redirect(w, r, "/console/config/"+tab, http.StatusSeeOther)
+	http.Redirect(w, r, to, http.StatusSeeOther)
 }
 
 // changeConfig applies edit to the stored configuration, validates and

@@ -40,22 +40,27 @@ func (c *Console) signInPage(w http.ResponseWriter, r *http.Request) {
 // signInRefused shows the sign-in form again with a message that says
 // nothing about whether the operator exists.
 func (c *Console) signInRefused(w http.ResponseWriter, r *http.Request, name, next string, status int, err error) {
-	msg := "Wrong name or password."
-	switch {
-	case errors.Is(err, signin.ErrLocked), errors.Is(err, signin.ErrThrottled):
-		msg = "Too many failed sign-ins. Try again later."
-	case errors.Is(err, signin.ErrDuoUnavailable):
-		msg = "Duo cannot be reached, so your sign-in cannot be confirmed. Try again later or ask an administrator."
-	case errors.Is(err, signin.ErrDuoConfig):
-		msg = "Duo Push is your second factor but Duo is not configured on this gateway. Ask an administrator."
-	case errors.Is(err, signin.ErrDuoDenied):
-		msg = "The Duo Push was denied."
-	case errors.Is(err, signin.ErrDuoTimeout):
-		msg = "The Duo Push was not answered in time."
-	}
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
 	w.WriteHeader(status)
-	_ = web.SignIn(c.Asset, name, msg, next).Render(r.Context(), w)
+	_ = web.SignIn(c.Asset, name, refusalMessage(err, "Wrong name or password."), next).Render(r.Context(), w)
+}
+
+// refusalMessage is what the console says of a refused sign-in; fallback
+// covers the refusals that need no more than it.
+func refusalMessage(err error, fallback string) string {
+	switch {
+	case errors.Is(err, signin.ErrLocked), errors.Is(err, signin.ErrThrottled):
+		return "Too many failed sign-ins. Try again later."
+	case errors.Is(err, signin.ErrDuoUnavailable):
+		return "Duo cannot be reached, so your sign-in cannot be confirmed. Try again later or ask an administrator."
+	case errors.Is(err, signin.ErrDuoConfig):
+		return "Duo Push is your second factor but Duo is not configured on this gateway. Ask an administrator."
+	case errors.Is(err, signin.ErrDuoDenied):
+		return "The Duo Push was denied."
+	case errors.Is(err, signin.ErrDuoTimeout):
+		return "The Duo Push was not answered in time."
+	}
+	return fallback
 }
 
 // signIn checks the password, then asks for the operator's second factor
@@ -70,7 +75,7 @@ func (c *Console) signIn(w http.ResponseWriter, r *http.Request) {
 	ip := remoteIP(r)
 	op, err := c.Signin.CheckPassword(ctx, name, pw, ip)
 	if err != nil {
-		if isRefusal(err) {
+		if signin.IsRefusal(err) {
 			c.signInRefused(w, r, name, next, http.StatusUnauthorized, err)
 			return
 		}
@@ -121,14 +126,11 @@ func passwordMark(op db.Operator) string {
 	return hex.EncodeToString(h[:8])
 }
 
-func isRefusal(err error) bool {
-	for _, e := range []error{signin.ErrBadCredentials, signin.ErrLocked, signin.ErrThrottled, signin.ErrBadCode,
-		signin.ErrDuoDenied, signin.ErrDuoTimeout, signin.ErrDuoUnavailable, signin.ErrNoFactor, signin.ErrDuoConfig, signin.ErrNoCode} {
-		if errors.Is(err, e) {
-			return true
-		}
+// clearPending forgets a sign-in's second step.
+func (c *Console) clearPending(ctx context.Context) {
+	for _, k := range pendingKeys {
+		c.Sessions.Remove(ctx, k)
 	}
-	return false
 }
 
 // completeSignIn makes the session an operator's.
@@ -143,9 +145,7 @@ func (c *Console) completeSignIn(w http.ResponseWriter, r *http.Request, op db.O
 		c.fail(w, r, err)
 		return
 	}
-	for _, k := range pendingKeys {
-		c.Sessions.Remove(ctx, k)
-	}
+	c.clearPending(ctx)
 	c.Sessions.Put(ctx, sessionOperator, op.Name)
 	if !op.IsAdmin() {
 		next = "/console/account"
@@ -168,9 +168,7 @@ func (c *Console) pendingOperator(ctx context.Context) (db.Operator, bool, error
 	}
 	since := time.Unix(c.Sessions.GetInt64(ctx, sessionPendingAt), 0)
 	if c.now().Sub(since) > pendingFor {
-		for _, k := range pendingKeys {
-			c.Sessions.Remove(ctx, k)
-		}
+		c.clearPending(ctx)
 		return db.Operator{}, false, nil
 	}
 	op, err := c.Store.Operator(ctx, name)
@@ -218,14 +216,12 @@ func (c *Console) totpSignIn(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if err := c.Signin.CheckTOTP(ctx, op, r.PostForm.Get("code"), remoteIP(r)); err != nil {
-		if !isRefusal(err) {
+		if !signin.IsRefusal(err) {
 			c.fail(w, r, err)
 			return
 		}
 		if errors.Is(err, signin.ErrLocked) || errors.Is(err, signin.ErrThrottled) {
-			for _, k := range pendingKeys {
-				c.Sessions.Remove(ctx, k)
-			}
+			c.clearPending(ctx)
 			c.signInRefused(w, r, op.Name, "", http.StatusUnauthorized, err)
 			return
 		}
@@ -309,17 +305,8 @@ func (c *Console) duoStatus(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	endSignIn := func(err error) {
-		for _, k := range pendingKeys {
-			c.Sessions.Remove(ctx, k)
-		}
-		msg := "The Duo Push was denied."
-		switch {
-		case errors.Is(err, signin.ErrDuoTimeout):
-			msg = "The Duo Push was not answered in time."
-		case errors.Is(err, signin.ErrDuoUnavailable):
-			msg = "Duo cannot be reached, so your sign-in cannot be confirmed."
-		}
-		_ = web.DuoStatus(msg, false).Render(ctx, w)
+		c.clearPending(ctx)
+		_ = web.DuoStatus(refusalMessage(err, "The Duo Push was denied."), false).Render(ctx, w)
 	}
 	since := time.Unix(c.Sessions.GetInt64(ctx, sessionDuoSince), 0)
 	if c.now().Sub(since) > set.DuoTimeout {

@@ -165,11 +165,10 @@ func (s *Service) CheckPassword(ctx context.Context, name, pw, ip string) (db.Op
 	op, err := s.store.Operator(ctx, name)
 	if errors.Is(err, db.ErrNotFound) || (err == nil && !ValidName(name)) {
 		password.CheckDummy(pw)
+		s.events.Emit(event.SigninFailed(shownName(name), ip))
 		if s.unknownFailed(name) {
-			s.events.Emit(event.SigninFailed(shownName(name), ip))
 			return db.Operator{}, ErrLocked
 		}
-		s.events.Emit(event.SigninFailed(shownName(name), ip))
 		return db.Operator{}, ErrBadCredentials
 	}
 	if err != nil {
@@ -455,16 +454,7 @@ func (s *Service) Push(ctx context.Context, op db.Operator, set Settings, ip, pu
 			}
 			return fmt.Errorf("signin: %w", err)
 		}
-	}
-	for res == nil || res.Outcome == duo.Waiting {
-		if res != nil {
-			select {
-			case <-pctx.Done():
-				return s.DuoError(ctx, op, set, ip, duo.ErrTimeout, true)
-			case <-time.After(time.Second):
-			}
-		}
-		r, err := client.Status(pctx, txid)
+		r, err := client.Wait(pctx, txid)
 		if err != nil {
 			return s.DuoError(ctx, op, set, ip, err, true)
 		}
@@ -575,16 +565,36 @@ func (s *Service) hasOperators(ctx context.Context) (bool, error) {
 
 func refusal(code, msg string) *wire.Error { return &wire.Error{Code: code, Message: msg} }
 
+// refusalCodes are the sign-in refusals and the wire code a Control is
+// told for each; any other error is the gateway's own trouble.
+var refusalCodes = []struct {
+	err  error
+	code string
+}{
+	{ErrLocked, wire.CodeLocked}, {ErrThrottled, wire.CodeLocked},
+	{ErrBadCredentials, wire.CodeUnauthorized}, {ErrBadCode, wire.CodeUnauthorized},
+	{ErrDuoDenied, wire.CodeUnauthorized}, {ErrDuoTimeout, wire.CodeUnauthorized},
+	{ErrNoFactor, wire.CodeUnauthorized}, {ErrNoCode, wire.CodeUnauthorized},
+	{ErrDuoUnavailable, wire.CodeUnavailable}, {ErrDuoConfig, wire.CodeUnavailable},
+}
+
+// IsRefusal reports whether err refuses a sign-in (its text is safe to
+// show) rather than reporting a failure of the gateway.
+func IsRefusal(err error) bool { return refusalCode(err) != "" }
+
+func refusalCode(err error) string {
+	for _, r := range refusalCodes {
+		if errors.Is(err, r.err) {
+			return r.code
+		}
+	}
+	return ""
+}
+
 // refusalFor maps a sign-in error to what the Control is told.
 func refusalFor(err error) error {
-	switch {
-	case errors.Is(err, ErrLocked), errors.Is(err, ErrThrottled):
-		return refusal(wire.CodeLocked, err.Error())
-	case errors.Is(err, ErrBadCredentials), errors.Is(err, ErrBadCode), errors.Is(err, ErrDuoDenied),
-		errors.Is(err, ErrDuoTimeout), errors.Is(err, ErrNoFactor), errors.Is(err, ErrNoCode):
-		return refusal(wire.CodeUnauthorized, err.Error())
-	case errors.Is(err, ErrDuoUnavailable), errors.Is(err, ErrDuoConfig):
-		return refusal(wire.CodeUnavailable, err.Error())
+	if code := refusalCode(err); code != "" {
+		return refusal(code, err.Error())
 	}
 	return err
 }

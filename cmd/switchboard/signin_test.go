@@ -47,6 +47,20 @@ func addOperator(t *testing.T, g *testGateway, name, pw, role string) db.Operato
 	return op
 }
 
+// enrolTOTP gives the operator an authenticator app, as the Account page
+// does, and returns its secret for computing codes.
+func enrolTOTP(t *testing.T, g *testGateway, name string) signin.Enrolment {
+	t.Helper()
+	enrol, err := signin.NewEnrolment("Switchboard", name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := g.db().SetTOTP(context.Background(), name, enrol.Secret); err != nil {
+		t.Fatal(err)
+	}
+	return enrol
+}
+
 // controlProcess runs `switchboard control ARGS...` as a process, with stdin as the answers to its prompts, and a gateways file of its
 // own; it returns everything the process printed.
 func controlProcess(t *testing.T, gwFile, stdin string, env []string, args ...string) (string, error) {
@@ -204,13 +218,7 @@ func TestControlTOTP(t *testing.T) {
 	g.waitConnected(t, a)
 	addOperator(t, g, opName, opPassword, db.RoleOperator)
 	ctx := context.Background()
-	enrol, err := signin.NewEnrolment("Switchboard", opName)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := g.db().SetTOTP(ctx, opName, enrol.Secret); err != nil {
-		t.Fatal(err)
-	}
+	enrol := enrolTOTP(t, g, opName)
 	browse := []string{"browse", "--gateway", g.url, "--key", testKey, "--user", opName}
 
 	// Enrolled but not required: the password alone does.
@@ -307,13 +315,7 @@ func TestControlTOTPForEveryone(t *testing.T) {
 	g := mustStartGateway(t)
 	addOperator(t, g, opName, opPassword, db.RoleOperator)
 	ctx := context.Background()
-	enrol, err := signin.NewEnrolment("Switchboard", opName)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := g.db().SetTOTP(ctx, opName, enrol.Secret); err != nil {
-		t.Fatal(err)
-	}
+	enrol := enrolTOTP(t, g, opName)
 	browse := []string{"browse", "--gateway", g.url, "--key", testKey, "--user", opName}
 	set := signin.DefaultSettings
 	set.Require2FA = true

@@ -433,6 +433,13 @@ func (c *Client) Push(ctx context.Context, user, ip, pushinfo string) (Result, e
 	if immediate != nil {
 		return *immediate, nil
 	}
+	return c.Wait(ctx, txid)
+}
+
+// Wait polls auth_status for the push txid until it is answered or ctx
+// ends (ErrTimeout for a deadline). A rate limit while polling slows the
+// polling down instead of ending the wait.
+func (c *Client) Wait(ctx context.Context, txid string) (Result, error) {
 	backoff := c.poll
 	for {
 		began := time.Now()
