@@ -11,7 +11,7 @@ import (
 	"github.com/switchboard/switchboard/web"
 )
 
-func (c *Console) sessionsView(flash string) web.SessionsView {
+func (c *Console) sessionsView() web.SessionsView {
 	ss := c.Relay.Sessions()
 	rows := make([]web.SessionRow, len(ss))
 	for i, s := range ss {
@@ -26,11 +26,11 @@ func (c *Console) sessionsView(flash string) web.SessionsView {
 			Started:  s.Started, BytesUp: s.BytesUp, BytesDown: s.BytesDown,
 		}
 	}
-	return web.SessionsView{Rows: rows, Now: c.now(), Flash: flash}
+	return web.SessionsView{Rows: rows, Now: c.now()}
 }
 
 func (c *Console) sessionsPage(w http.ResponseWriter, r *http.Request) {
-	c.page(w, r, "Active Sessions", "sessions", "/console/sessions/stream", web.SessionsPage(c.sessionsView("")))
+	c.page(w, r, "Active Sessions", "sessions", "/console/sessions/stream", web.SessionsPage(c.sessionsView()))
 }
 
 // sessionsStream re-renders every second: durations and byte counts move
@@ -46,7 +46,7 @@ func (c *Console) sessionsStream(w http.ResponseWriter, r *http.Request) {
 		}
 		seen = v
 		return []sseEvent{
-			{"sessions", web.SessionsTable(c.sessionsView(""))},
+			{"sessions", web.SessionsTable(c.sessionsView())},
 			{"count", web.Count(c.Relay.Stats().Clients)},
 		}, nil
 	})
@@ -69,5 +69,6 @@ func (c *Console) terminateSession(w http.ResponseWriter, r *http.Request) {
 	c.emit(r, event.KindSessionEnd, fmt.Sprintf("Session between Control %s and Client %s terminated by operator %s", control, client, op))
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
 	flash := fmt.Sprintf("Terminated the session of Control %s with Client %s.", control, client)
-	_ = web.SessionsTable(c.sessionsView(flash)).Render(r.Context(), w)
+	// The live table drops the row within a second; the message stays.
+	_ = web.OKFragment(flash).Render(r.Context(), w)
 }

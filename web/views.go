@@ -85,9 +85,8 @@ type SessionRow struct {
 
 // SessionsView is the Active Sessions page.
 type SessionsView struct {
-	Rows  []SessionRow
-	Now   time.Time
-	Flash string
+	Rows []SessionRow
+	Now  time.Time
 }
 
 // EventRow is one event.

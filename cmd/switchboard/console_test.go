@@ -257,7 +257,7 @@ func TestConsoleTerminatesSession(t *testing.T) {
 	}
 	b.run("terminate it",
 		chromedp.Click(`tr[data-session] button.danger`, chromedp.ByQuery),
-		chromedp.WaitVisible(`#sessions-table .flash.ok`, chromedp.ByQuery),
+		chromedp.WaitVisible(`#sessions-flash .flash.ok`, chromedp.ByQuery),
 		chromedp.WaitNotPresent(`tr[data-session]`, chromedp.ByQuery),
 	)
 	_ = conn.SetReadDeadline(time.Now().Add(5 * time.Second))
