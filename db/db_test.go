@@ -11,8 +11,8 @@ import (
 	"time"
 
 	"github.com/switchboard/switchboard/db"
-	"github.com/switchboard/switchboard/event"
-	"github.com/switchboard/switchboard/internal/pgtest"
+	"github.com/switchboard/switchboard/internal/audit/event"
+	"github.com/switchboard/switchboard/internal/pg/pgtest"
 )
 
 func TestOpenConcurrently(t *testing.T) {

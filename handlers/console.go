@@ -13,11 +13,11 @@ import (
 	"github.com/alexedwards/scs/v2"
 	"github.com/go-chi/chi/v5"
 
-	"github.com/switchboard/switchboard/config"
 	"github.com/switchboard/switchboard/db"
-	"github.com/switchboard/switchboard/event"
+	"github.com/switchboard/switchboard/internal/audit/event"
+	"github.com/switchboard/switchboard/internal/auth/signin"
+	"github.com/switchboard/switchboard/internal/config"
 	"github.com/switchboard/switchboard/relay"
-	"github.com/switchboard/switchboard/signin"
 	"github.com/switchboard/switchboard/web"
 )
 

@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"github.com/switchboard/switchboard/db"
-	"github.com/switchboard/switchboard/event"
+	"github.com/switchboard/switchboard/internal/audit/event"
 	"github.com/switchboard/switchboard/web"
 )
 

@@ -7,7 +7,7 @@ import (
 
 	"github.com/go-chi/chi/v5"
 
-	"github.com/switchboard/switchboard/event"
+	"github.com/switchboard/switchboard/internal/audit/event"
 	"github.com/switchboard/switchboard/web"
 )
 

@@ -9,8 +9,8 @@ import (
 	"time"
 
 	"github.com/switchboard/switchboard/db"
-	"github.com/switchboard/switchboard/signin"
-	"github.com/switchboard/switchboard/twofactor/duo"
+	"github.com/switchboard/switchboard/internal/auth/duo"
+	"github.com/switchboard/switchboard/internal/auth/signin"
 	"github.com/switchboard/switchboard/web"
 )
 

@@ -18,13 +18,13 @@ import (
 	"github.com/alexedwards/scs/pgxstore"
 	"github.com/alexedwards/scs/v2"
 
-	"github.com/switchboard/switchboard/config"
 	"github.com/switchboard/switchboard/db"
-	"github.com/switchboard/switchboard/event"
-	"github.com/switchboard/switchboard/internal/pgtest"
-	"github.com/switchboard/switchboard/password"
+	"github.com/switchboard/switchboard/internal/audit/event"
+	"github.com/switchboard/switchboard/internal/auth/password"
+	"github.com/switchboard/switchboard/internal/auth/signin"
+	"github.com/switchboard/switchboard/internal/config"
+	"github.com/switchboard/switchboard/internal/pg/pgtest"
 	"github.com/switchboard/switchboard/relay"
-	"github.com/switchboard/switchboard/signin"
 	"github.com/switchboard/switchboard/static"
 )
 

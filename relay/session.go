@@ -12,7 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/switchboard/switchboard/event"
+	"github.com/switchboard/switchboard/internal/audit/event"
 	"github.com/switchboard/switchboard/relay/wire"
 )
 

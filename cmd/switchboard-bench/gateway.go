@@ -20,7 +20,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/switchboard/switchboard/relay/peer"
+	"github.com/switchboard/switchboard/internal/peer"
 )
 
 // buildSwitchboard compiles ./cmd/switchboard into dir, so the gateway and

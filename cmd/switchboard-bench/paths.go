@@ -5,7 +5,7 @@ import (
 	"fmt"
 	"net"
 
-	"github.com/switchboard/switchboard/control"
+	"github.com/switchboard/switchboard/internal/peer/control"
 )
 
 // The services every path reaches.

@@ -6,7 +6,7 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/switchboard/switchboard/control"
+	"github.com/switchboard/switchboard/internal/peer/control"
 )
 
 // benchKey is the gateway key of every bench gateway, Client and Control.

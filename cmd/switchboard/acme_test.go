@@ -21,7 +21,7 @@ import (
 
 	"github.com/chromedp/chromedp"
 
-	"github.com/switchboard/switchboard/relay/peer"
+	"github.com/switchboard/switchboard/internal/peer"
 )
 
 // TestACMECertificateFromPebble runs Pebble, Let's Encrypt's test ACME

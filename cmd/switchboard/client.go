@@ -12,10 +12,10 @@ import (
 	"os"
 	"strings"
 
-	"github.com/switchboard/switchboard/agent"
-	"github.com/switchboard/switchboard/relay/peer"
+	"github.com/switchboard/switchboard/internal/peer"
+	"github.com/switchboard/switchboard/internal/peer/agent"
+	"github.com/switchboard/switchboard/internal/transport"
 	"github.com/switchboard/switchboard/relay/wire"
-	"github.com/switchboard/switchboard/transport"
 )
 
 // gatewayFlags are the flags every command that dials a gateway takes.

@@ -10,7 +10,7 @@ import (
 	"github.com/pquerna/otp/totp"
 
 	"github.com/switchboard/switchboard/db"
-	"github.com/switchboard/switchboard/twofactor/duo/duotest"
+	"github.com/switchboard/switchboard/internal/auth/duo/duotest"
 )
 
 // signOut signs out and waits until the sign-in page has finished loading,

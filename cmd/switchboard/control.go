@@ -12,11 +12,11 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/switchboard/switchboard/control"
-	"github.com/switchboard/switchboard/control/gateways"
-	"github.com/switchboard/switchboard/relay/peer"
+	"github.com/switchboard/switchboard/internal/peer"
+	"github.com/switchboard/switchboard/internal/peer/control"
+	"github.com/switchboard/switchboard/internal/peer/control/gateways"
+	"github.com/switchboard/switchboard/internal/transport"
 	"github.com/switchboard/switchboard/relay/wire"
-	"github.com/switchboard/switchboard/transport"
 )
 
 const controlUsage = `Usage:

@@ -21,16 +21,16 @@ import (
 	"github.com/alexedwards/scs/pgxstore"
 	"github.com/alexedwards/scs/v2"
 
-	"github.com/switchboard/switchboard/config"
 	"github.com/switchboard/switchboard/db"
-	"github.com/switchboard/switchboard/event"
-	"github.com/switchboard/switchboard/eventlog"
 	"github.com/switchboard/switchboard/handlers"
-	"github.com/switchboard/switchboard/metrics"
+	"github.com/switchboard/switchboard/internal/audit/event"
+	"github.com/switchboard/switchboard/internal/audit/eventlog"
+	"github.com/switchboard/switchboard/internal/auth/signin"
+	"github.com/switchboard/switchboard/internal/config"
+	"github.com/switchboard/switchboard/internal/metrics"
+	"github.com/switchboard/switchboard/internal/transport"
 	"github.com/switchboard/switchboard/relay"
-	"github.com/switchboard/switchboard/signin"
 	"github.com/switchboard/switchboard/static"
-	"github.com/switchboard/switchboard/transport"
 	"github.com/switchboard/switchboard/web"
 )
 

@@ -18,14 +18,14 @@ import (
 	"testing"
 	"time"
 
-	"github.com/switchboard/switchboard/agent"
-	"github.com/switchboard/switchboard/control"
 	"github.com/switchboard/switchboard/db"
-	"github.com/switchboard/switchboard/event"
-	"github.com/switchboard/switchboard/internal/pgtest"
-	"github.com/switchboard/switchboard/relay/peer"
+	"github.com/switchboard/switchboard/internal/audit/event"
+	"github.com/switchboard/switchboard/internal/peer"
+	"github.com/switchboard/switchboard/internal/peer/agent"
+	"github.com/switchboard/switchboard/internal/peer/control"
+	"github.com/switchboard/switchboard/internal/pg/pgtest"
+	"github.com/switchboard/switchboard/internal/transport"
 	"github.com/switchboard/switchboard/relay/wire"
-	"github.com/switchboard/switchboard/transport"
 )
 
 const testKey = "correct-horse-battery"

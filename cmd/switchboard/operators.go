@@ -14,8 +14,8 @@ import (
 	"golang.org/x/term"
 
 	"github.com/switchboard/switchboard/db"
-	"github.com/switchboard/switchboard/password"
-	"github.com/switchboard/switchboard/signin"
+	"github.com/switchboard/switchboard/internal/auth/password"
+	"github.com/switchboard/switchboard/internal/auth/signin"
 	"github.com/switchboard/switchboard/web"
 )
 

@@ -16,9 +16,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/switchboard/switchboard/agent"
 	"github.com/switchboard/switchboard/db"
-	"github.com/switchboard/switchboard/event"
+	"github.com/switchboard/switchboard/internal/audit/event"
+	"github.com/switchboard/switchboard/internal/peer/agent"
 	"github.com/switchboard/switchboard/relay/wire"
 )
 

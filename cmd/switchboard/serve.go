@@ -8,7 +8,7 @@ import (
 	"os"
 	"time"
 
-	"github.com/switchboard/switchboard/metrics"
+	"github.com/switchboard/switchboard/internal/metrics"
 )
 
 // serveConfig is everything `switchboard serve` is told at start.

@@ -18,12 +18,12 @@ import (
 
 	"github.com/pquerna/otp/totp"
 
-	"github.com/switchboard/switchboard/control/gateways"
 	"github.com/switchboard/switchboard/db"
-	"github.com/switchboard/switchboard/password"
+	"github.com/switchboard/switchboard/internal/auth/duo/duotest"
+	"github.com/switchboard/switchboard/internal/auth/password"
+	"github.com/switchboard/switchboard/internal/auth/signin"
+	"github.com/switchboard/switchboard/internal/peer/control/gateways"
 	"github.com/switchboard/switchboard/relay/wire"
-	"github.com/switchboard/switchboard/signin"
-	"github.com/switchboard/switchboard/twofactor/duo/duotest"
 )
 
 const (

@@ -12,8 +12,8 @@ import (
 	"sync/atomic"
 
 	"github.com/switchboard/switchboard/db"
-	"github.com/switchboard/switchboard/event"
-	"github.com/switchboard/switchboard/pgembed"
+	"github.com/switchboard/switchboard/internal/audit/event"
+	"github.com/switchboard/switchboard/internal/pg/pgembed"
 	"github.com/switchboard/switchboard/relay"
 	"github.com/switchboard/switchboard/relay/wire"
 )

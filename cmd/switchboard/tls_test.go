@@ -15,8 +15,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/switchboard/switchboard/relay/peer"
-	"github.com/switchboard/switchboard/transport"
+	"github.com/switchboard/switchboard/internal/peer"
+	"github.com/switchboard/switchboard/internal/transport"
 )
 
 // TestSelfSignedFingerprintPinning: the gateway makes and keeps a

@@ -12,7 +12,7 @@ import (
 
 	duoapi "github.com/duosecurity/duo_api_golang"
 
-	"github.com/switchboard/switchboard/twofactor/duo/duotest"
+	"github.com/switchboard/switchboard/internal/auth/duo/duotest"
 )
 
 const (

@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/switchboard/switchboard/event"
+	"github.com/switchboard/switchboard/internal/audit/event"
 )
 
 // memStore is a Store in memory that can be made to fail or hang.

@@ -20,11 +20,11 @@ import (
 	"time"
 
 	"github.com/switchboard/switchboard/db"
-	"github.com/switchboard/switchboard/event"
-	"github.com/switchboard/switchboard/password"
+	"github.com/switchboard/switchboard/internal/audit/event"
+	"github.com/switchboard/switchboard/internal/auth/duo"
+	"github.com/switchboard/switchboard/internal/auth/password"
 	"github.com/switchboard/switchboard/relay"
 	"github.com/switchboard/switchboard/relay/wire"
-	"github.com/switchboard/switchboard/twofactor/duo"
 )
 
 // Store is the part of the database sign-ins need.

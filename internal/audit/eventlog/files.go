@@ -7,7 +7,7 @@ import (
 	"path/filepath"
 	"time"
 
-	"github.com/switchboard/switchboard/event"
+	"github.com/switchboard/switchboard/internal/audit/event"
 )
 
 // maxFileNumber is where numbering wraps: GW999.log is followed by GW001.log,

@@ -26,7 +26,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/switchboard/switchboard/db"
-	"github.com/switchboard/switchboard/pgembed"
+	"github.com/switchboard/switchboard/internal/pg/pgembed"
 )
 
 // EnvURL names the environment variable with an admin connection URL for an

@@ -17,7 +17,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/switchboard/switchboard/relay/peer"
+	"github.com/switchboard/switchboard/internal/peer"
 	"github.com/switchboard/switchboard/relay/wire"
 )
 

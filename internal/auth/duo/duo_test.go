@@ -9,8 +9,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/switchboard/switchboard/twofactor/duo"
-	"github.com/switchboard/switchboard/twofactor/duo/duotest"
+	"github.com/switchboard/switchboard/internal/auth/duo"
+	"github.com/switchboard/switchboard/internal/auth/duo/duotest"
 )
 
 const (

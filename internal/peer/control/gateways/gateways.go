@@ -40,9 +40,9 @@ import (
 	"unicode"
 	"unicode/utf8"
 
-	"github.com/switchboard/switchboard/relay/peer"
+	"github.com/switchboard/switchboard/internal/peer"
+	"github.com/switchboard/switchboard/internal/transport"
 	"github.com/switchboard/switchboard/relay/wire"
-	"github.com/switchboard/switchboard/transport"
 )
 
 // Entry is one remembered gateway.

@@ -10,9 +10,9 @@ import (
 	"github.com/pquerna/otp/totp"
 
 	"github.com/switchboard/switchboard/db"
-	"github.com/switchboard/switchboard/event"
-	"github.com/switchboard/switchboard/internal/pgtest"
-	"github.com/switchboard/switchboard/password"
+	"github.com/switchboard/switchboard/internal/audit/event"
+	"github.com/switchboard/switchboard/internal/auth/password"
+	"github.com/switchboard/switchboard/internal/pg/pgtest"
 	"github.com/switchboard/switchboard/relay"
 	"github.com/switchboard/switchboard/relay/wire"
 )
