@@ -21,6 +21,7 @@ import (
 
 	"github.com/chromedp/chromedp"
 
+	"github.com/switchboard/switchboard/internal/gateway"
 	"github.com/switchboard/switchboard/internal/peer"
 )
 
@@ -38,12 +39,12 @@ func TestACMECertificateFromPebble(t *testing.T) {
 	dirURL, roots, acmeServer := startPebble(t, port)
 
 	cfg := baseConfig(t)
-	cfg.gatewayKeys = []string{testKey}
-	cfg.listen = []string{addr}
+	cfg.GatewayKeys = []string{testKey}
+	cfg.Listen = []string{addr}
 	const domain = "gw.switchboard.test"
-	cfg.acmeDomains = []string{domain}
-	cfg.acmeDir = dirURL
-	cfg.acmeEmail = "ops@example.com"
+	cfg.ACMEDomains = []string{domain}
+	cfg.ACMEDirectory = dirURL
+	cfg.ACMEEmail = "ops@example.com"
 	g := startACMEGateway(t, cfg, acmeServer)
 
 	gw, err := peer.ParseGateway("https://" + addr)
@@ -73,9 +74,10 @@ func TestACMECertificateFromPebble(t *testing.T) {
 	}
 }
 
-func startACMEGateway(t *testing.T, cfg serveConfig, acmeServer *httptest.Server) *testGateway {
+func startACMEGateway(t *testing.T, cfg gateway.Config, acmeServer *httptest.Server) *testGateway {
 	t.Helper()
-	return mustStartGatewayWith(t, cfg, func(g *gateway) { g.acmeHTTPClient = acmeServer.Client() })
+	cfg.ACMEClient = acmeServer.Client()
+	return mustStartGatewayConfig(t, cfg)
 }
 
 // startPebble runs Pebble's ACME server in the test, validating on
@@ -116,11 +118,11 @@ func TestConsoleSwitchesToACME(t *testing.T) {
 	port, _ := strconv.Atoi(portText)
 	dirURL, roots, acmeServer := startPebble(t, port)
 	cfg := baseConfig(t)
-	cfg.gatewayKeys = []string{testKey}
-	cfg.listen = []string{addr}
+	cfg.GatewayKeys = []string{testKey}
+	cfg.Listen = []string{addr}
 	g := startACMEGateway(t, cfg, acmeServer)
 	if _, err := runCLI(context.Background(), t, strings.NewReader(adminPassword+"\n"),
-		"operators", "--database-url", cfg.store.databaseURL, "add", adminName, "--admin"); err != nil {
+		"operators", "--database-url", cfg.DatabaseURL, "add", adminName, "--admin"); err != nil {
 		t.Fatal(err)
 	}
 	b := newBrowser(t)

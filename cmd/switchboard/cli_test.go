@@ -72,10 +72,10 @@ func TestTLSWithConfigFileAndForward(t *testing.T) {
 	dir := t.TempDir()
 	cert, key := writeSelfSigned(t, dir)
 	cfg := baseConfig(t)
-	cfg.gatewayKeys = []string{testKey}
-	cfg.tlsCert, cfg.tlsKey = cert, key
+	cfg.GatewayKeys = []string{testKey}
+	cfg.TLSCert, cfg.TLSKey = cert, key
 	g := mustStartGatewayConfig(t, cfg)
-	gwURL := "https://" + g.listenAddrs()[0].String()
+	gwURL := "https://" + g.Addrs()[0].String()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 

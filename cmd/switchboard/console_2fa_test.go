@@ -79,7 +79,7 @@ func TestConsoleTOTP(t *testing.T) {
 		t.Errorf("after enrolment the page says %q", got)
 	}
 	g.waitEvent(t, "Operator admin enrolled TOTP")
-	op, err := g.db().Operator(context.Background(), adminName)
+	op, err := g.DB().Operator(context.Background(), adminName)
 	if err != nil || op.TOTPSecret != secret || op.Factor != db.FactorTOTP {
 		t.Fatalf("stored operator: factor %q, secret stored %v, %v", op.Factor, op.TOTPSecret == secret, err)
 	}
@@ -114,7 +114,7 @@ func TestConsoleDuo(t *testing.T) {
 	duo := duotest.New(t, duoIKey, duoSKey)
 	g := duoGateway(t, duo, nil)
 	if _, err := runCLI(context.Background(), t, strings.NewReader(adminPassword+"\n"),
-		"operators", "--database-url", g.cfg.store.databaseURL, "add", adminName, "--admin"); err != nil {
+		"operators", "--database-url", g.cfg.DatabaseURL, "add", adminName, "--admin"); err != nil {
 		t.Fatal(err)
 	}
 	duo.SetUser(adminName, duotest.Approve)

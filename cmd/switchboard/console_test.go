@@ -126,7 +126,7 @@ func consoleGateway(t *testing.T, opts ...gwOption) *testGateway {
 	t.Helper()
 	g := mustStartGateway(t, opts...)
 	_, err := runCLI(context.Background(), t, strings.NewReader(adminPassword+"\n"),
-		"operators", "--database-url", g.cfg.store.databaseURL, "add", adminName, "--admin")
+		"operators", "--database-url", g.cfg.DatabaseURL, "add", adminName, "--admin")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -367,7 +367,7 @@ func TestConsoleRefusesCrossOrigin(t *testing.T) {
 	if code := post(g.https()); code != http.StatusSeeOther {
 		t.Fatalf("same-origin POST answered %d, want 303", code)
 	}
-	cfg, err := runtimeStore{g.db(), g.cfg.runtimeConfig()}.Config(context.Background())
+	cfg, err := g.StoredConfig(context.Background())
 	if err != nil || cfg.MaxClients != 3 {
 		t.Fatalf("after the same-origin POST: %+v %v", cfg.MaxClients, err)
 	}
@@ -381,25 +381,25 @@ func TestConsoleSecurityTab(t *testing.T) {
 	b := newBrowser(t)
 	b.signIn(g)
 	b.run("open Security", chromedp.Navigate(g.https()+"/console/config/security"), chromedp.WaitVisible(`#fingerprint`, chromedp.ByQuery))
-	if got := b.text(`#fingerprint`); got != g.certs.Fingerprint() {
-		t.Fatalf("shown fingerprint %q, serving %q", got, g.certs.Fingerprint())
+	if got := b.text(`#fingerprint`); got != g.Fingerprint() {
+		t.Fatalf("shown fingerprint %q, serving %q", got, g.Fingerprint())
 	}
 
 	certFile, keyFile := writeSelfSigned(t, t.TempDir())
 	certPEM, _ := os.ReadFile(certFile)
 	keyPEM, _ := os.ReadFile(keyFile)
-	old := g.certs.Fingerprint()
+	old := g.Fingerprint()
 	b.run("paste a certificate",
 		chromedp.SetValue(`#cert_pem`, string(certPEM), chromedp.ByQuery),
 		chromedp.SetValue(`#key_pem`, string(keyPEM), chromedp.ByQuery),
 		chromedp.Submit(`#cert_pem`, chromedp.ByQuery),
 		chromedp.WaitVisible(`.flash.ok`, chromedp.ByQuery),
 	)
-	served := servedFingerprint(t, g.listenAddrs()[0].String())
-	if served == old || served != g.certs.Fingerprint() {
+	served := servedFingerprint(t, g.Addrs()[0].String())
+	if served == old || served != g.Fingerprint() {
 		t.Fatalf("served %s after the upload (was %s)", served, old)
 	}
-	if _, err := os.Stat(filepath.Join(g.cfg.store.dataDir, "tls", "uploaded.key")); err != nil {
+	if _, err := os.Stat(filepath.Join(g.cfg.DataDir, "tls", "uploaded.key")); err != nil {
 		t.Fatalf("the uploaded certificate is not kept: %v", err)
 	}
 

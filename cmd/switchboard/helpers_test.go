@@ -20,6 +20,7 @@ import (
 
 	"github.com/switchboard/switchboard/db"
 	"github.com/switchboard/switchboard/internal/audit/event"
+	"github.com/switchboard/switchboard/internal/gateway"
 	"github.com/switchboard/switchboard/internal/peer"
 	"github.com/switchboard/switchboard/internal/peer/agent"
 	"github.com/switchboard/switchboard/internal/peer/control"
@@ -33,63 +34,61 @@ const testKey = "correct-horse-battery"
 // testGateway is a gateway started in-process on a loopback port, with its
 // own fresh database.
 type testGateway struct {
-	*gateway
+	*gateway.Gateway
+	cfg    gateway.Config
 	t      testing.TB
 	cancel context.CancelFunc
 	done   chan error
 	url    string
 }
 
-type gwOption func(*serveConfig)
+type gwOption func(*gateway.Config)
 
-func withKeys(keys ...string) gwOption { return func(c *serveConfig) { c.gatewayKeys = keys } }
-func withMaxClients(n int) gwOption    { return func(c *serveConfig) { c.maxClients = n } }
+func withKeys(keys ...string) gwOption { return func(c *gateway.Config) { c.GatewayKeys = keys } }
+func withMaxClients(n int) gwOption    { return func(c *gateway.Config) { c.MaxClients = n } }
 func withCMPI(d time.Duration) gwOption {
-	return func(c *serveConfig) { c.cmpi = d }
+	return func(c *gateway.Config) { c.CMPI = d }
 }
-func withLogMaxKB(n int) gwOption { return func(c *serveConfig) { c.logMaxKB = n } }
+func withLogMaxKB(n int) gwOption { return func(c *gateway.Config) { c.LogMaxKB = n } }
 
 // baseConfig is a gateway configuration on a fresh database and data dir.
-func baseConfig(t testing.TB) serveConfig {
+func baseConfig(t testing.TB) gateway.Config {
 	t.Helper()
-	return serveConfig{
-		store:    storeFlags{databaseURL: pgtest.MustURL(t), dataDir: t.TempDir()},
-		listen:   []string{"127.0.0.1:0"},
-		cmpi:     time.Minute,
-		logMaxKB: 1000,
-		node:     "test-node",
-		grace:    2 * time.Second,
-		keyPoll:  100 * time.Millisecond,
-		metrics:  []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")},
+	return gateway.Config{
+		Store:        gateway.Store{DatabaseURL: pgtest.MustURL(t), DataDir: t.TempDir()},
+		Listen:       []string{"127.0.0.1:0"},
+		CMPI:         time.Minute,
+		LogMaxKB:     1000,
+		Node:         "test-node",
+		Grace:        2 * time.Second,
+		KeyPoll:      100 * time.Millisecond,
+		MetricsAllow: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")},
+		Product:      product,
+		Version:      version,
 	}
 }
 
 func mustStartGateway(t testing.TB, opts ...gwOption) *testGateway {
 	t.Helper()
 	cfg := baseConfig(t)
-	cfg.gatewayKeys = []string{testKey}
+	cfg.GatewayKeys = []string{testKey}
 	for _, o := range opts {
 		o(&cfg)
 	}
 	return mustStartGatewayConfig(t, cfg)
 }
 
-func mustStartGatewayConfig(t testing.TB, cfg serveConfig) *testGateway {
-	t.Helper()
-	return mustStartGatewayWith(t, cfg, nil)
-}
-
-// mustStartGatewayWith lets a test adjust the gateway before it starts.
-func mustStartGatewayWith(t testing.TB, cfg serveConfig, adjust func(*gateway)) *testGateway {
+func mustStartGatewayConfig(t testing.TB, cfg gateway.Config) *testGateway {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	g, err := startGatewayWith(ctx, cfg, testLogger(t), adjust)
+	cfg.Logger = testLogger(t)
+	g, err := gateway.Start(ctx, cfg)
 	if err != nil {
 		cancel()
 		t.Fatalf("start gateway: %v", err)
 	}
-	tg := &testGateway{gateway: g, t: t, cancel: cancel, done: make(chan error, 1), url: "http://" + g.listenAddrs()[0].String()}
-	go func() { tg.done <- g.wait(ctx) }()
+	tg := &testGateway{Gateway: g, cfg: cfg, t: t, cancel: cancel, done: make(chan error, 1), url: "http://" + g.Addrs()[0].String()}
+	go func() { tg.done <- g.Run(ctx) }()
 	t.Cleanup(tg.stop)
 	return tg
 }
@@ -198,13 +197,13 @@ func (g *testGateway) events(t testing.TB, f db.EventFilter) []event.Event {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if err := g.gateway.events.Flush(ctx); err != nil {
+	if err := g.FlushEvents(ctx); err != nil {
 		t.Fatalf("flush events: %v", err)
 	}
 	if f.Limit == 0 {
 		f.Limit = 1000
 	}
-	evs, err := g.db().Events(ctx, f)
+	evs, err := g.DB().Events(ctx, f)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -241,7 +240,7 @@ func messages(evs []event.Event) []string {
 // logFileText is everything in the gateway's GW*.log files, in order.
 func (g *testGateway) logFileText(t testing.TB) string {
 	t.Helper()
-	files, err := filepath.Glob(filepath.Join(g.cfg.logDir, "GW*.log"))
+	files, err := filepath.Glob(filepath.Join(g.LogDir(), "GW*.log"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -320,11 +319,11 @@ func testLogger(t testing.TB) *slog.Logger {
 }
 
 // https is the gateway's address for https (the same port as http).
-func (g *testGateway) https() string { return "https://" + g.listenAddrs()[0].String() }
+func (g *testGateway) https() string { return "https://" + g.Addrs()[0].String() }
 
 // httpsClient trusts exactly the gateway's certificate, by fingerprint.
 func (g *testGateway) httpsClient() *http.Client {
-	pin := g.certs.Fingerprint()
+	pin := g.Fingerprint()
 	return &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{
 		InsecureSkipVerify: true, // replaced by the pin below
 		VerifyConnection: func(cs tls.ConnectionState) error {

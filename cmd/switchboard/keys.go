@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/switchboard/switchboard/db"
+	"github.com/switchboard/switchboard/internal/gateway"
 	"github.com/switchboard/switchboard/relay/wire"
 )
 
@@ -24,8 +25,8 @@ hashes: list shows their IDs and labels, never the keys.`
 
 func (e *cmdEnv) keys(ctx context.Context, args []string) error {
 	fs := newFlagSet("keys", keysUsage, e.stderr)
-	var sf storeFlags
-	sf.add(fs)
+	var sf gateway.Store
+	addStoreFlags(fs, &sf)
 	label := fs.String("label", "", "a label for the key, shown in lists and the console")
 	pos, err := fs.parse(args)
 	if err != nil {
@@ -56,18 +57,18 @@ func (e *cmdEnv) keys(ctx context.Context, args []string) error {
 	}
 
 	log := newLogger(e.stderr, false)
-	store, closeStore, err := sf.open(ctx, log)
+	store, closeStore, err := sf.Open(ctx, log)
 	if err != nil {
 		return err
 	}
 	defer closeStore()
-	salt, err := keySalt(ctx, store)
+	salt, err := gateway.KeySalt(ctx, store)
 	if err != nil {
 		return err
 	}
 	switch verb {
 	case "add":
-		id, added, err := addKey(ctx, store, salt, rest[0], *label)
+		id, added, err := gateway.AddKey(ctx, store, salt, rest[0], *label)
 		if err != nil {
 			return err
 		}

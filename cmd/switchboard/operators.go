@@ -16,6 +16,7 @@ import (
 	"github.com/switchboard/switchboard/db"
 	"github.com/switchboard/switchboard/internal/auth/password"
 	"github.com/switchboard/switchboard/internal/auth/signin"
+	"github.com/switchboard/switchboard/internal/gateway"
 	"github.com/switchboard/switchboard/web"
 )
 
@@ -35,8 +36,8 @@ standard input when that is not a terminal (for scripts).`
 
 func (e *cmdEnv) operators(ctx context.Context, args []string) error {
 	fs := newFlagSet("operators", operatorsUsage, e.stderr)
-	var sf storeFlags
-	sf.add(fs)
+	var sf gateway.Store
+	addStoreFlags(fs, &sf)
 	admin := fs.Bool("admin", false, "with add: give the operator the admin role")
 	require2FA := fs.Bool("require-2fa", false, "with 2fa: ask for the second factor when the operator starts a remote connection")
 	pos, err := fs.parse(args)
@@ -69,7 +70,7 @@ func (e *cmdEnv) operators(ctx context.Context, args []string) error {
 			return err
 		}
 	}
-	store, closeStore, err := sf.open(ctx, newLogger(e.stderr, false))
+	store, closeStore, err := sf.Open(ctx, newLogger(e.stderr, false))
 	if err != nil {
 		return err
 	}

@@ -112,8 +112,8 @@ func waitHTTP(t testing.TB, url string) {
 func TestSIGTERMStopsGracefully(t *testing.T) {
 	cfg := baseConfig(t)
 	addr := freePort(t)
-	gw, out := startProcess(t, nil, "serve", "--listen", addr, "--database-url", cfg.store.databaseURL,
-		"--data-dir", cfg.store.dataDir, "--gateway-key", testKey, "--shutdown-grace", "1s")
+	gw, out := startProcess(t, nil, "serve", "--listen", addr, "--database-url", cfg.DatabaseURL,
+		"--data-dir", cfg.DataDir, "--gateway-key", testKey, "--shutdown-grace", "1s")
 	waitHTTP(t, "http://"+addr+"/healthz")
 
 	echo := echoServer(t)
@@ -148,7 +148,7 @@ func TestSIGTERMStopsGracefully(t *testing.T) {
 	if err := waitProcess(gw, 30*time.Second); err != nil {
 		t.Fatalf("gateway exit after SIGTERM: %v\n%s", err, out)
 	}
-	logText, err := os.ReadFile(filepath.Join(cfg.store.dataDir, "logs", "GW001.log"))
+	logText, err := os.ReadFile(filepath.Join(cfg.DataDir, "logs", "GW001.log"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -156,7 +156,7 @@ func TestSIGTERMStopsGracefully(t *testing.T) {
 	if last := lines[len(lines)-1]; !strings.HasSuffix(last, ", Gateway stopped") {
 		t.Errorf("last log line %q, want the stop event", last)
 	}
-	msgs := messages(readEvents(t, cfg.store.databaseURL))
+	msgs := messages(readEvents(t, cfg.DatabaseURL))
 	if msgs[len(msgs)-1] != "Gateway stopped" {
 		t.Errorf("last stored event %q", msgs[len(msgs)-1])
 	}
@@ -230,8 +230,8 @@ func TestMetrics(t *testing.T) {
 // TestMetricsRestricted serves /metrics only to the allowed networks.
 func TestMetricsRestricted(t *testing.T) {
 	cfg := baseConfig(t)
-	cfg.gatewayKeys = []string{testKey}
-	cfg.metrics = []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}
+	cfg.GatewayKeys = []string{testKey}
+	cfg.MetricsAllow = []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}
 	g := mustStartGatewayConfig(t, cfg)
 	resp, err := http.Get(g.url + "/metrics")
 	if err != nil {

@@ -145,7 +145,7 @@ func TestRelay64MiBBothWays(t *testing.T) {
 	if n != size || !bytes.Equal(h.Sum(nil), want[:]) {
 		t.Fatalf("got %d bytes back with a different digest", n)
 	}
-	st := g.relay.Stats()
+	st := g.Relay().Stats()
 	if st.BytesUp < size || st.BytesDown < size {
 		t.Errorf("relay counted %d up, %d down; want at least %d each", st.BytesUp, st.BytesDown, size)
 	}
@@ -221,7 +221,7 @@ func TestConcurrentSessions(t *testing.T) {
 		}()
 	}
 	echoed.Wait()
-	if n := len(g.relay.Sessions()); n != 100 && len(errs) == 0 {
+	if n := len(g.Relay().Sessions()); n != 100 && len(errs) == 0 {
 		t.Errorf("%d sessions active at once, want 100", n)
 	}
 	close(release)
@@ -230,7 +230,7 @@ func TestConcurrentSessions(t *testing.T) {
 	for err := range errs {
 		t.Error(err)
 	}
-	waitFor(t, "sessions to end", 10*time.Second, func() bool { return len(g.relay.Sessions()) == 0 })
+	waitFor(t, "sessions to end", 10*time.Second, func() bool { return len(g.Relay().Sessions()) == 0 })
 	evs := g.events(t, db.EventFilter{Kind: event.KindSessionEnd})
 	if len(evs) != 100 {
 		t.Errorf("%d session end events, want 100", len(evs))
@@ -241,15 +241,15 @@ func TestConcurrentSessions(t *testing.T) {
 // and starts it again on the same address and database.
 func TestClientReconnectsAfterGatewayRestart(t *testing.T) {
 	cfg := baseConfig(t)
-	cfg.gatewayKeys = []string{testKey}
+	cfg.GatewayKeys = []string{testKey}
 	g := mustStartGatewayConfig(t, cfg)
 	a := g.startAgent(t, testKey, "pc-back", map[string]string{"echo": echoServer(t)})
 	g.waitConnected(t, a)
 	g.stop()
 	waitFor(t, "the Client to notice", 10*time.Second, func() bool { return !a.Connected() })
 
-	cfg.listen = []string{g.listenAddrs()[0].String()}
-	cfg.gatewayKeys = nil // the key is in the database now
+	cfg.Listen = []string{g.Addrs()[0].String()}
+	cfg.GatewayKeys = nil // the key is in the database now
 	g2 := mustStartGatewayConfig(t, cfg)
 	waitFor(t, "the Client to come back", 15*time.Second, a.Connected)
 	conn, err := g2.control(testKey, "op").Connect(context.Background(), "pc-back/echo")
@@ -310,7 +310,7 @@ func TestLicenceLimit(t *testing.T) {
 	if b.Connected() {
 		t.Fatal("second Client connected past the licence limit")
 	}
-	if st := g.relay.Stats(); st.Clients != 1 {
+	if st := g.Relay().Stats(); st.Clients != 1 {
 		t.Fatalf("%d Clients connected, want 1", st.Clients)
 	}
 }
@@ -319,7 +319,7 @@ func TestLicenceLimit(t *testing.T) {
 // the exact texts, in order, in PostgreSQL and in GW001.log.
 func TestEventTextsInTableAndLogFile(t *testing.T) {
 	g := mustStartGateway(t, withMaxClients(5))
-	port := g.listenAddrs()[0].(*net.TCPAddr).Port
+	port := g.Addrs()[0].(*net.TCPAddr).Port
 	a := g.startAgent(t, testKey, "pc-ev", map[string]string{"echo": echoServer(t)})
 	g.waitConnected(t, a)
 	conn, err := g.control(testKey, "op-ev").Connect(context.Background(), "pc-ev/echo")
@@ -342,7 +342,7 @@ func TestEventTextsInTableAndLogFile(t *testing.T) {
 		"Gateway stopped",
 	}
 	// The gateway is stopped, so read the database directly.
-	evs := readEvents(t, g.cfg.store.databaseURL)
+	evs := readEvents(t, g.cfg.DatabaseURL)
 	got := messages(evs)
 	if !containsInOrder(got, want) {
 		t.Errorf("stored events %q\nwant in order %q", got, want)
@@ -413,7 +413,7 @@ func TestLogRotation(t *testing.T) {
 			t.Errorf("event of pc-rot-%02d missing from the log files", i)
 		}
 	}
-	names, _ := filepath.Glob(filepath.Join(g.cfg.logDir, "GW*.log"))
+	names, _ := filepath.Glob(filepath.Join(g.LogDir(), "GW*.log"))
 	if len(names) < 3 {
 		t.Fatalf("%d log files, want several: %v", len(names), names)
 	}
@@ -445,7 +445,7 @@ func TestWrongAndShortKeys(t *testing.T) {
 	g.waitEvent(t, "Security check failed for Client pc-short (127.0.0.1). Terminating connection from 127.0.0.1")
 	cancel()
 	<-done
-	if st := g.relay.Stats(); st.Clients != 0 {
+	if st := g.Relay().Stats(); st.Clients != 0 {
 		t.Fatalf("%d Clients connected with bad keys", st.Clients)
 	}
 }
@@ -527,7 +527,7 @@ func TestKeysAtRuntime(t *testing.T) {
 	g.waitEvent(t, "Security check failed for Client pc-new (127.0.0.1). Terminating connection from 127.0.0.1")
 	keysCmd := func(args ...string) string {
 		var out bytes.Buffer
-		all := append([]string{"keys", "--database-url", g.cfg.store.databaseURL}, args...)
+		all := append([]string{"keys", "--database-url", g.cfg.DatabaseURL}, args...)
 		if err := run(context.Background(), all, nil, &out, io.Discard); err != nil {
 			t.Fatalf("keys %v: %v", args, err)
 		}
@@ -572,14 +572,14 @@ func TestBindFailure(t *testing.T) {
 	defer ln.Close()
 	port := ln.Addr().(*net.TCPAddr).Port
 	cfg := baseConfig(t)
-	args := []string{"serve", "--database-url", cfg.store.databaseURL, "--data-dir", cfg.store.dataDir,
+	args := []string{"serve", "--database-url", cfg.DatabaseURL, "--data-dir", cfg.DataDir,
 		"--listen", ln.Addr().String()}
 	err = run(context.Background(), args, nil, io.Discard, io.Discard)
 	if err == nil || !strings.Contains(err.Error(), fmt.Sprintf("failed to bind to listening port %d", port)) ||
 		!strings.Contains(err.Error(), "address already in use") {
 		t.Fatalf("err = %v", err)
 	}
-	msgs := messages(readEvents(t, cfg.store.databaseURL))
+	msgs := messages(readEvents(t, cfg.DatabaseURL))
 	want := []string{fmt.Sprintf("Failed to bind to listening port %d", port), "Failed to start Gateway"}
 	if !containsInOrder(msgs, want) {
 		t.Fatalf("events %q, want %q", msgs, want)
@@ -591,8 +591,8 @@ func TestBindFailure(t *testing.T) {
 // the grace period, and the gateway stops as soon as it ends.
 func TestShutdownLetsSessionsFinish(t *testing.T) {
 	cfg := baseConfig(t)
-	cfg.gatewayKeys = []string{testKey}
-	cfg.grace = 20 * time.Second
+	cfg.GatewayKeys = []string{testKey}
+	cfg.Grace = 20 * time.Second
 	g := mustStartGatewayConfig(t, cfg)
 	a := g.startAgent(t, testKey, "pc-grace", map[string]string{"echo": echoServer(t)})
 	g.waitConnected(t, a)
@@ -638,16 +638,15 @@ func TestListenChangeRebinds(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer conn.Close()
-	oldAddr := g.listenAddrs()[0].String()
+	oldAddr := g.Addrs()[0].String()
 	newAddr := freePort(t)
 
-	rs := runtimeStore{g.db(), g.cfg.runtimeConfig()}
-	cfg, err := rs.Config(context.Background())
+	cfg, err := g.StoredConfig(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
 	cfg.Listen = []string{newAddr}
-	if err := rs.SaveConfig(context.Background(), cfg); err != nil {
+	if err := g.DB().SetSettings(context.Background(), cfg.Rows()); err != nil {
 		t.Fatal(err)
 	}
 	g.waitEvent(t, "Listen port has changed. All current connections and sessions will be terminated.")
@@ -661,7 +660,7 @@ func TestListenChangeRebinds(t *testing.T) {
 		t.Errorf("old address %s still accepts", oldAddr)
 	}
 	waitHTTP(t, "http://"+newAddr+"/healthz")
-	if got := g.listenAddrs()[0].String(); got != newAddr {
+	if got := g.Addrs()[0].String(); got != newAddr {
 		t.Errorf("listening on %s, want %s", got, newAddr)
 	}
 }
@@ -689,7 +688,7 @@ func TestServiceDownOnClient(t *testing.T) {
 	}
 	defer conn.Close()
 	mustEcho(t, conn, []byte("still serving"))
-	if n := g.relay.Stats().Sessions; n != 1 {
+	if n := g.Relay().Stats().Sessions; n != 1 {
 		t.Errorf("%d sessions, want the one echo session", n)
 	}
 }

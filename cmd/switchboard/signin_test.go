@@ -22,6 +22,7 @@ import (
 	"github.com/switchboard/switchboard/internal/auth/duo/duotest"
 	"github.com/switchboard/switchboard/internal/auth/password"
 	"github.com/switchboard/switchboard/internal/auth/signin"
+	"github.com/switchboard/switchboard/internal/gateway"
 	"github.com/switchboard/switchboard/internal/peer/control/gateways"
 	"github.com/switchboard/switchboard/relay/wire"
 )
@@ -40,7 +41,7 @@ func addOperator(t *testing.T, g *testGateway, name, pw, role string) db.Operato
 	if err != nil {
 		t.Fatal(err)
 	}
-	op, err := g.db().AddOperator(context.Background(), db.Operator{Name: name, PasswordHash: hash, Role: role})
+	op, err := g.DB().AddOperator(context.Background(), db.Operator{Name: name, PasswordHash: hash, Role: role})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -55,7 +56,7 @@ func enrolTOTP(t *testing.T, g *testGateway, name string) signin.Enrolment {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := g.db().SetTOTP(context.Background(), name, enrol.Secret); err != nil {
+	if err := g.DB().SetTOTP(context.Background(), name, enrol.Secret); err != nil {
 		t.Fatal(err)
 	}
 	return enrol
@@ -125,11 +126,11 @@ func TestControlSignIn(t *testing.T) {
 	if err != nil || !strings.Contains(out, "pc-ops") || strings.Contains(out, "Password") {
 		t.Fatalf("the kept sign-in must admit without a prompt: %v\n%s", err, out)
 	}
-	tokens, err := g.db().ControlTokens(context.Background())
+	tokens, err := g.DB().ControlTokens(context.Background())
 	if err != nil || len(tokens) != 1 || tokens[0].Operator != opName || tokens[0].Control != "ctl-1" {
 		t.Fatalf("tokens = %+v, %v", tokens, err)
 	}
-	if _, err := g.db().RevokeControlToken(context.Background(), tokens[0].ID); err != nil {
+	if _, err := g.DB().RevokeControlToken(context.Background(), tokens[0].ID); err != nil {
 		t.Fatal(err)
 	}
 	out, err = controlProcess(t, gwFile, "", nil, withUser...)
@@ -145,7 +146,7 @@ func TestControlSignIn(t *testing.T) {
 	// second factor.
 	set := signin.DefaultSettings
 	set.Require2FA = true
-	if err := signin.SaveSettings(context.Background(), g.db(), set); err != nil {
+	if err := signin.SaveSettings(context.Background(), g.DB(), set); err != nil {
 		t.Fatal(err)
 	}
 	out, err = controlProcess(t, gwFile, "", nil, withUser...)
@@ -153,7 +154,7 @@ func TestControlSignIn(t *testing.T) {
 		t.Fatalf("a kept sign-in without 2FA must not admit once 2FA is required: %v\n%s", err, out)
 	}
 	set.Require2FA = false
-	if err := signin.SaveSettings(context.Background(), g.db(), set); err != nil {
+	if err := signin.SaveSettings(context.Background(), g.DB(), set); err != nil {
 		t.Fatal(err)
 	}
 
@@ -165,7 +166,7 @@ func TestControlSignIn(t *testing.T) {
 		t.Fatal(err)
 	}
 	mustEcho(t, conn, []byte("hello"))
-	if ss := g.relay.Sessions(); len(ss) != 1 || ss[0].Operator != opName {
+	if ss := g.Relay().Sessions(); len(ss) != 1 || ss[0].Operator != opName {
 		t.Errorf("sessions = %+v", ss)
 	}
 	conn.Close()
@@ -194,15 +195,15 @@ func TestControlLockout(t *testing.T) {
 	if wireCode(err) != wire.CodeLocked {
 		t.Fatalf("a locked account must be refused even with its password: %v", err)
 	}
-	op, err := g.db().Operator(ctx, opName)
+	op, err := g.DB().Operator(ctx, opName)
 	if err != nil || !op.LockedUntil.After(time.Now().Add(10*time.Minute)) {
 		t.Errorf("locked until %v, %v", op.LockedUntil, err)
 	}
-	out, err := runCLI(ctx, t, nil, "operators", "--database-url", g.cfg.store.databaseURL, "list")
+	out, err := runCLI(ctx, t, nil, "operators", "--database-url", g.cfg.DatabaseURL, "list")
 	if err != nil || !strings.Contains(out, "locked until") {
 		t.Errorf("operators list must show the lock: %v\n%s", err, out)
 	}
-	if _, err := runCLI(ctx, t, nil, "operators", "--database-url", g.cfg.store.databaseURL, "unlock", opName); err != nil {
+	if _, err := runCLI(ctx, t, nil, "operators", "--database-url", g.cfg.DatabaseURL, "unlock", opName); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := c.Browse(ctx); err != nil {
@@ -227,7 +228,7 @@ func TestControlTOTP(t *testing.T) {
 		t.Fatalf("password only, no 2FA required: %v\n%s", err, out)
 	}
 
-	if _, err := runCLI(ctx, t, nil, "operators", "--database-url", g.cfg.store.databaseURL, "2fa", opName, "totp", "--require-2fa"); err != nil {
+	if _, err := runCLI(ctx, t, nil, "operators", "--database-url", g.cfg.DatabaseURL, "2fa", opName, "totp", "--require-2fa"); err != nil {
 		t.Fatal(err)
 	}
 	code, err := totp.GenerateCode(enrol.Secret, time.Now())
@@ -319,7 +320,7 @@ func TestControlTOTPForEveryone(t *testing.T) {
 	browse := []string{"browse", "--gateway", g.url, "--key", testKey, "--user", opName}
 	set := signin.DefaultSettings
 	set.Require2FA = true
-	if err := signin.SaveSettings(ctx, g.db(), set); err != nil {
+	if err := signin.SaveSettings(ctx, g.DB(), set); err != nil {
 		t.Fatal(err)
 	}
 	out, err := controlProcess(t, filepath.Join(t.TempDir(), "gw.json"), opPassword+"\n", nil, browse...)
@@ -344,14 +345,14 @@ func duoGateway(t *testing.T, duo *duotest.Server, mutate func(*signin.Settings)
 	if err := os.WriteFile(caFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: duo.Certificate().Raw}), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	g := mustStartGateway(t, func(c *serveConfig) { c.duoCA = caFile })
+	g := mustStartGateway(t, func(c *gateway.Config) { c.DuoCA = caFile })
 	set := signin.DefaultSettings
 	set.DuoIntegrationKey, set.DuoSecretKey, set.DuoAPIHost = duoIKey, duoSKey, duo.Host()
 	set.DuoTimeout = 5 * time.Second
 	if mutate != nil {
 		mutate(&set)
 	}
-	if err := signin.SaveSettings(context.Background(), g.db(), set); err != nil {
+	if err := signin.SaveSettings(context.Background(), g.DB(), set); err != nil {
 		t.Fatal(err)
 	}
 	return g
@@ -368,7 +369,7 @@ func TestControlDuo(t *testing.T) {
 	ctx := context.Background()
 	for _, name := range []string{"bob", "carol", "dave"} {
 		addOperator(t, g, name, opPassword, db.RoleOperator)
-		if err := g.db().SetSecondFactor(ctx, name, db.FactorDuo, true); err != nil {
+		if err := g.DB().SetSecondFactor(ctx, name, db.FactorDuo, true); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -414,12 +415,12 @@ func TestControlDuo(t *testing.T) {
 	if strings.Contains(out, duoSKey) {
 		t.Error("the Duo secret key reached the Control")
 	}
-	set, err := signin.LoadSettings(ctx, g.db())
+	set, err := signin.LoadSettings(ctx, g.DB())
 	if err != nil {
 		t.Fatal(err)
 	}
 	set.DuoFailOpen = true
-	if err := signin.SaveSettings(ctx, g.db(), set); err != nil {
+	if err := signin.SaveSettings(ctx, g.DB(), set); err != nil {
 		t.Fatal(err)
 	}
 	out, err = browse("bob")
@@ -438,7 +439,7 @@ func TestControlDuo(t *testing.T) {
 	}
 	// Nor does a missing integration: Duo chosen but not configured.
 	duo.SetRateLimited(false)
-	if err := g.db().SetSetting(ctx, "duo_api_host", ""); err != nil {
+	if err := g.DB().SetSetting(ctx, "duo_api_host", ""); err != nil {
 		t.Fatal(err)
 	}
 	out, err = browse("bob")

@@ -1,4 +1,4 @@
-package main
+package gateway
 
 import (
 	"context"
@@ -34,9 +34,9 @@ import (
 	"github.com/switchboard/switchboard/web"
 )
 
-// gateway is a running `serve`.
-type gateway struct {
-	cfg    serveConfig
+// Gateway is one running gateway node.
+type Gateway struct {
+	cfg    Config
 	log    *slog.Logger
 	relay  *relay.Server
 	events *eventlog.Log
@@ -53,13 +53,10 @@ type gateway struct {
 	addrs   []net.Addr
 	runtime config.Config // as last applied
 
-	closeStore func()
-	stopPoll   context.CancelFunc
-	stopWatch  context.CancelFunc
-	// acmeHTTPClient talks to the ACME directory; nil is the default
-	// client (tests give one that trusts their own ACME server).
-	acmeHTTPClient *http.Client
-	stopEvents     context.CancelFunc
+	closeStore   func()
+	stopPoll     context.CancelFunc
+	stopEvents   context.CancelFunc
+	shutdownOnce sync.Once
 	stopping       chan struct{}
 	sessionStore   *pgxstore.PostgresStore
 	eventsDone     chan struct{}
@@ -67,88 +64,64 @@ type gateway struct {
 	serveErr       chan error
 }
 
-// runtimeConfig is the runtime configuration the flags describe; it seeds the
-// stored configuration on the first start.
-func (cfg serveConfig) runtimeConfig() config.Config {
-	return config.Config{
-		Listen: cfg.listen, CMPI: cfg.cmpi, MaxClients: cfg.maxClients,
-		LogDir: cfg.logDir, LogMaxKB: cfg.logMaxKB, ServerRole: config.RoleStandalone,
-		BlockUnencrypted: cfg.block, TrustedProxies: cfg.trusted,
-		TLSSource: transport.SourceSelfSigned, ACMEDomains: cfg.acmeDomains, ACMEEmail: cfg.acmeEmail, ACMEDirectory: cfg.acmeDir,
-	}
-}
-
-// startGateway brings a gateway up: database, event log, relay, listeners.
-// On failure everything started so far is stopped again, and the failure is
+// Start brings a gateway up: database, event log, relay, listeners. On
+// failure everything started so far is stopped again, and the failure is
 // still recorded (in the log files and the spool, if not the database).
-func startGateway(ctx context.Context, cfg serveConfig, log *slog.Logger) (*gateway, error) {
-	return startGatewayWith(ctx, cfg, log, nil)
-}
-
-// startGatewayWith lets tests adjust the gateway before it starts (the
-// HTTP client of a test ACME server, for one).
-func startGatewayWith(ctx context.Context, cfg serveConfig, log *slog.Logger, adjust func(*gateway)) (g *gateway, err error) {
-	if cfg.logDir == "" {
-		cfg.logDir = filepath.Join(cfg.store.dataDir, "logs")
-	}
-	if cfg.keyPoll == 0 {
-		cfg.keyPoll = 500 * time.Millisecond
-	}
-	if err := os.MkdirAll(cfg.store.dataDir, 0o755); err != nil {
+func Start(ctx context.Context, cfg Config) (_ *Gateway, err error) {
+	cfg = cfg.withDefaults()
+	log := cfg.Logger
+	if err := os.MkdirAll(cfg.DataDir, 0o755); err != nil {
 		return nil, fmt.Errorf("data dir: %w", err)
 	}
-	g = &gateway{cfg: cfg, log: log, store: &lateStore{}, stopping: make(chan struct{}),
+	g := &Gateway{cfg: cfg, log: log, store: &lateStore{}, stopping: make(chan struct{}),
 		eventsDone: make(chan struct{}), serveErr: make(chan error, 16)}
-	if adjust != nil {
-		adjust(g)
-	}
 	// Events before the event log exists wait here: its folder is part of
 	// the stored configuration.
-	early := []event.Event{event.Running(product, version, runtime.GOOS+"/"+runtime.GOARCH)}
+	early := []event.Event{event.Running(cfg.Product, cfg.Version, runtime.GOOS+"/"+runtime.GOARCH)}
 	defer func() {
 		if err != nil {
 			if g.events == nil {
-				if startErr := g.startEvents(ctx, cfg.logDir, cfg.logMaxKB, early); startErr != nil {
+				if startErr := g.startEvents(ctx, cfg.LogDir, cfg.LogMaxKB, early); startErr != nil {
 					log.Error("event log", "err", startErr)
 				}
 			}
 			if g.events != nil {
 				g.events.Emit(event.FailedToStart())
 			}
-			g.shutdown()
+			g.Shutdown()
 		}
 	}()
 
-	st, closeStore, err := cfg.store.open(ctx, log)
+	st, closeStore, err := cfg.Store.Open(ctx, log)
 	if err != nil {
-		return g, err
+		return nil, err
 	}
 	g.closeStore = closeStore
 	g.store.db.Store(st)
-	rc, err := loadRuntimeConfig(ctx, st, cfg.runtimeConfig(), cfg.explicit)
+	rc, err := loadRuntimeConfig(ctx, st, cfg.runtimeConfig(), cfg.Explicit)
 	if err != nil {
-		return g, err
+		return nil, err
 	}
 	g.runtime = rc
 	if err := g.startEvents(ctx, rc.LogDir, rc.LogMaxKB, early); err != nil {
-		return g, err
+		return nil, err
 	}
-	salt, err := keySalt(ctx, st)
+	salt, err := KeySalt(ctx, st)
 	if err != nil {
-		return g, err
+		return nil, err
 	}
-	for _, k := range cfg.gatewayKeys {
-		if _, _, err := addKey(ctx, st, salt, k, "from --gateway-key"); err != nil {
-			return g, fmt.Errorf("--gateway-key: %w", err)
+	for _, k := range cfg.GatewayKeys {
+		if _, _, err := AddKey(ctx, st, salt, k, "from --gateway-key"); err != nil {
+			return nil, fmt.Errorf("--gateway-key: %w", err)
 		}
 	}
 	keys, err := st.Keys(ctx)
 	if err != nil {
-		return g, err
+		return nil, err
 	}
 	var m *metrics.Metrics
 	var sink event.Sink = g.events
-	if len(cfg.metrics) > 0 {
+	if len(cfg.MetricsAllow) > 0 {
 		m = metrics.New(metrics.Sources{
 			Relay: func() relay.Stats { return g.relay.Stats() }, EventsPending: g.events.Pending, EventsWritten: g.events.Written,
 		})
@@ -156,17 +129,17 @@ func startGatewayWith(ctx context.Context, cfg serveConfig, log *slog.Logger, ad
 	}
 	duoRoots, err := cfg.duoRoots()
 	if err != nil {
-		return g, err
+		return nil, err
 	}
 	nodeSink := event.SinkFunc(func(e event.Event) {
 		if e.Node == "" {
-			e.Node = cfg.node
+			e.Node = cfg.Node
 		}
 		sink.Emit(e)
 	})
 	signins := signin.New(signin.Config{Store: st, Events: nodeSink, Logger: log, DuoRoots: duoRoots})
 	g.relay = relay.New(relay.Config{
-		Node: cfg.node, Salt: salt, MaxClients: rc.MaxClients, CMPI: rc.CMPI,
+		Node: cfg.Node, Salt: salt, MaxClients: rc.MaxClients, CMPI: rc.CMPI,
 		Events: sink, Logger: log, Auth: signins,
 	})
 	g.relay.SetKeys(relayKeys(keys))
@@ -174,14 +147,14 @@ func startGatewayWith(ctx context.Context, cfg serveConfig, log *slog.Logger, ad
 		g.events.Emit(event.NoKeys())
 	}
 	if err := g.setupTLS(ctx, rc); err != nil {
-		return g, err
+		return nil, err
 	}
 	if err := g.applySecurity(rc); err != nil {
-		return g, err
+		return nil, err
 	}
 	assets, err := static.New()
 	if err != nil {
-		return g, err
+		return nil, err
 	}
 	// Interval 0: pgxstore's own cleanup goroutine races with its
 	// StopCleanup; poll deletes expired sessions instead.
@@ -204,18 +177,18 @@ func startGatewayWith(ctx context.Context, cfg serveConfig, log *slog.Logger, ad
 			Asset:  assets.URL, Logger: log, Stopping: g.stopping, HTTPS: g.tls != nil,
 			Certificate: g.certificateInfo,
 			AddKey: func(ctx context.Context, key, label string) (string, bool, error) {
-				return addKey(ctx, st, salt, key, label)
+				return AddKey(ctx, st, salt, key, label)
 			},
 		}}
 	if m != nil {
-		h.Metrics = m.Handler(cfg.metrics)
+		h.Metrics = m.Handler(cfg.MetricsAllow)
 	}
 	if g.certs != nil {
 		h.Console.UseCertificate = g.certs.Upload
 	}
 	g.routes = h.Routes()
 	if err := g.listen(rc.Listen); err != nil {
-		return g, err
+		return nil, err
 	}
 	g.events.Emit(event.GatewayStarted(rc.MaxClients))
 
@@ -230,10 +203,10 @@ func startGatewayWith(ctx context.Context, cfg serveConfig, log *slog.Logger, ad
 }
 
 // startEvents starts the event log and emits the events that waited.
-func (g *gateway) startEvents(ctx context.Context, dir string, maxKB int, early []event.Event) error {
+func (g *Gateway) startEvents(ctx context.Context, dir string, maxKB int, early []event.Event) error {
 	events, err := eventlog.New(eventlog.Config{
-		Dir: dir, MaxKB: maxKB, Store: g.store, Node: g.cfg.node, Logger: g.log,
-		SpoolPath: filepath.Join(g.cfg.store.dataDir, "events.spool"),
+		Dir: dir, MaxKB: maxKB, Store: g.store, Node: g.cfg.Node, Logger: g.log,
+		SpoolPath: filepath.Join(g.cfg.DataDir, "events.spool"),
 	})
 	if err != nil {
 		return err
@@ -331,7 +304,7 @@ func (r runtimeStore) SaveConfig(ctx context.Context, c config.Config) error {
 
 // listen binds every address and serves on it. All or nothing: if one
 // address cannot be bound, none is served.
-func (g *gateway) listen(addrs []string) error {
+func (g *Gateway) listen(addrs []string) error {
 	var lns []net.Listener
 	for _, addr := range addrs {
 		ln, err := net.Listen("tcp", addr)
@@ -393,12 +366,16 @@ func portOf(addr string) int {
 	return n
 }
 
-func (g *gateway) db() *db.DB { return g.store.db.Load() }
+// DB is the gateway's store.
+func (g *Gateway) DB() *db.DB { return g.store.db.Load() }
+
+// Relay is the gateway's relay core.
+func (g *Gateway) Relay() *relay.Server { return g.relay }
 
 // poll applies what other processes changed in the database: keys (keys
 // add, the console, another node) and the runtime configuration.
-func (g *gateway) poll(ctx context.Context) {
-	t := time.NewTicker(g.cfg.keyPoll)
+func (g *Gateway) poll(ctx context.Context) {
+	t := time.NewTicker(g.cfg.KeyPoll)
 	defer t.Stop()
 	expire := time.NewTicker(10 * time.Minute)
 	defer expire.Stop()
@@ -408,7 +385,7 @@ func (g *gateway) poll(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-expire.C:
-			if err := g.db().DeleteExpiredSessions(ctx); err != nil && ctx.Err() == nil {
+			if err := g.DB().DeleteExpiredSessions(ctx); err != nil && ctx.Err() == nil {
 				g.log.Warn("cannot delete expired console sessions", "err", err)
 			}
 			continue
@@ -427,8 +404,8 @@ func (g *gateway) poll(ctx context.Context) {
 	}
 }
 
-func (g *gateway) pollOnce(ctx context.Context) error {
-	keys, err := g.db().Keys(ctx)
+func (g *Gateway) pollOnce(ctx context.Context) error {
+	keys, err := g.DB().Keys(ctx)
 	if err != nil {
 		return err
 	}
@@ -438,7 +415,7 @@ func (g *gateway) pollOnce(ctx context.Context) error {
 			g.events.Emit(event.NoKeys())
 		}
 	}
-	rows, err := g.db().Settings(ctx, config.Names)
+	rows, err := g.DB().Settings(ctx, config.Names)
 	if err != nil {
 		return err
 	}
@@ -471,7 +448,7 @@ func (g *gateway) pollOnce(ctx context.Context) error {
 // rebind moves the gateway to new listening addresses. Every connection and
 // session ends, as the design says and the event announces; Clients
 // reconnect by themselves.
-func (g *gateway) rebind(addrs []string) {
+func (g *Gateway) rebind(addrs []string) {
 	g.events.Emit(event.ListenPortChanged())
 	g.mu.Lock()
 	old := g.servers
@@ -485,36 +462,55 @@ func (g *gateway) rebind(addrs []string) {
 	}
 }
 
+// FlushEvents waits until every event emitted so far is stored (or ctx
+// ends).
+func (g *Gateway) FlushEvents(ctx context.Context) error { return g.events.Flush(ctx) }
+
+// StoredConfig is the runtime configuration as stored now, which the
+// console edits and every node applies.
+func (g *Gateway) StoredConfig(ctx context.Context) (config.Config, error) {
+	return runtimeStore{g.DB(), g.cfg.runtimeConfig()}.Config(ctx)
+}
+
+// LogDir is the folder of the GW log files.
+func (g *Gateway) LogDir() string { return g.cfg.LogDir }
+
 // ready is true while the gateway listens: with the database away it still
 // relays, and its events wait in the queue and spool.
-func (g *gateway) ready(context.Context) error {
+func (g *Gateway) ready(context.Context) error {
 	if g.relay.Closed() {
 		return errors.New("gateway is stopping")
 	}
 	return nil
 }
 
-// listenAddrs are the addresses the gateway listens on now.
-func (g *gateway) listenAddrs() []net.Addr {
+// Addrs are the addresses the gateway listens on now.
+func (g *Gateway) Addrs() []net.Addr {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	return append([]net.Addr(nil), g.addrs...)
 }
 
-// wait runs until ctx is done or a listener fails, then stops the gateway.
-func (g *gateway) wait(ctx context.Context) error {
+// Run serves until ctx is done or a listener fails, then shuts the gateway
+// down.
+func (g *Gateway) Run(ctx context.Context) error {
 	var err error
 	select {
 	case <-ctx.Done():
 	case err = <-g.serveErr:
 	}
-	g.shutdown()
+	g.Shutdown()
 	return err
 }
 
-// shutdown stops accepting, lets sessions finish within the grace period,
-// writes the stop event and flushes the event log.
-func (g *gateway) shutdown() {
+// Shutdown stops accepting, lets sessions finish within the grace period,
+// writes the stop event and flushes the event log. Calling it again does
+// nothing.
+func (g *Gateway) Shutdown() {
+	g.shutdownOnce.Do(g.shutdown)
+}
+
+func (g *Gateway) shutdown() {
 	close(g.stopping)
 	if g.stopPoll != nil {
 		g.stopPoll()
@@ -526,7 +522,7 @@ func (g *gateway) shutdown() {
 	servers := g.servers
 	g.mu.Unlock()
 	if g.relay != nil {
-		graceCtx, cancel := context.WithTimeout(context.Background(), g.cfg.grace)
+		graceCtx, cancel := context.WithTimeout(context.Background(), g.cfg.Grace)
 		var wg sync.WaitGroup
 		for _, srv := range servers {
 			wg.Add(1)
@@ -564,23 +560,23 @@ func (g *gateway) shutdown() {
 // flag, watched for replacement), or the stored source (ACME, a certificate
 // uploaded in the console, or a self-signed one made once and kept).
 // --no-tls is the only way to have none.
-func (g *gateway) setupTLS(ctx context.Context, rc config.Config) error {
+func (g *Gateway) setupTLS(ctx context.Context, rc config.Config) error {
 	cfg := g.cfg
-	if cfg.noTLS {
+	if cfg.NoTLS {
 		return nil
 	}
-	g.certs = transport.NewManager(filepath.Join(cfg.store.dataDir, "tls"), g.acmeHTTPClient, g.log)
+	g.certs = transport.NewManager(filepath.Join(cfg.DataDir, "tls"), g.cfg.ACMEClient, g.log)
 	g.tls = g.certs.TLSConfig()
-	if cfg.tlsCert != "" {
-		return g.certs.UseFiles(context.WithoutCancel(ctx), cfg.tlsCert, cfg.tlsKey)
+	if cfg.TLSCert != "" {
+		return g.certs.UseFiles(context.WithoutCancel(ctx), cfg.TLSCert, cfg.TLSKey)
 	}
 	return g.applyCertSource(rc)
 }
 
 // applyCertSource switches to the stored certificate source when it
 // changed (from the console, or on another node).
-func (g *gateway) applyCertSource(rc config.Config) error {
-	if g.certs == nil || g.cfg.tlsCert != "" {
+func (g *Gateway) applyCertSource(rc config.Config) error {
+	if g.certs == nil || g.cfg.TLSCert != "" {
 		return nil
 	}
 	key := rc.TLSSource + "|" + strings.Join(rc.ACMEDomains, ",") + "|" + rc.ACMEEmail + "|" + rc.ACMEDirectory
@@ -611,18 +607,26 @@ func (g *gateway) applyCertSource(rc config.Config) error {
 	return nil
 }
 
-func (g *gateway) useSelfSigned() error {
+func (g *Gateway) useSelfSigned() error {
 	host, _ := os.Hostname()
 	return g.certs.UseSelfSigned([]string{host})
 }
 
-// isSelfSigned reports whether the certificate in use is the gateway's own.
-func (g *gateway) isSelfSigned() bool {
+// Fingerprint is the SHA-256 fingerprint that peers pin, or "" without TLS.
+func (g *Gateway) Fingerprint() string {
+	if g.certs == nil {
+		return ""
+	}
+	return g.certs.Fingerprint()
+}
+
+// SelfSigned reports whether the certificate in use is the gateway's own.
+func (g *Gateway) SelfSigned() bool {
 	return g.certs != nil && g.certs.Info().Source == transport.SourceSelfSigned
 }
 
 // certificateInfo describes the certificate in use, for the console.
-func (g *gateway) certificateInfo() web.CertInfo {
+func (g *Gateway) certificateInfo() web.CertInfo {
 	if g.certs == nil {
 		return web.CertInfo{Source: "none: plain HTTP only (--no-tls)"}
 	}
@@ -642,7 +646,7 @@ func (g *gateway) certificateInfo() web.CertInfo {
 }
 
 // applySecurity installs blocking and trusted proxies for the HTTP layer.
-func (g *gateway) applySecurity(c config.Config) error {
+func (g *Gateway) applySecurity(c config.Config) error {
 	proxies, err := config.ParsePrefixes(c.TrustedProxies)
 	if err != nil {
 		return err

@@ -1,0 +1,112 @@
+package gateway
+
+import (
+	"crypto/x509"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/switchboard/switchboard/internal/config"
+	"github.com/switchboard/switchboard/internal/transport"
+)
+
+// Config is everything a gateway is told at start. The runtime settings
+// among them (listen addresses, CMPI, licence, log folder, security) seed
+// the configuration stored in PostgreSQL; see Explicit.
+type Config struct {
+	// Store is where the database is: a URL, or an embedded PostgreSQL in
+	// Store.DataDir, which also holds logs, the event spool and TLS files.
+	Store
+
+	Listen      []string
+	GatewayKeys []string
+	TLSCert     string
+	TLSKey      string
+	MaxClients  int
+	CMPI        time.Duration
+	LogDir      string // default DataDir/logs
+	LogMaxKB    int
+	Node        string
+	// Grace is how long sessions may go on after a stop is asked for.
+	Grace time.Duration
+	// MetricsAllow are the networks that may read /metrics; none disables it.
+	MetricsAllow     []netip.Prefix
+	NoTLS            bool
+	ACMEDomains      []string
+	ACMEDirectory    string
+	ACMEEmail        string
+	BlockUnencrypted bool
+	TrustedProxies   []string
+	// DuoCA is a PEM file of authorities trusted for the Duo API host
+	// instead of the bundle Duo's library carries.
+	DuoCA string
+	// Explicit tells which settings were given at start (flag or
+	// environment, by flag name): those win over the stored configuration.
+	// Nil means all of them.
+	Explicit func(flag string) bool
+	// KeyPoll is how often stored keys are compared with the running set.
+	// Half a second (the default) keeps "within a second" true at a
+	// negligible query rate.
+	KeyPoll time.Duration
+
+	// Product and Version name the software in the first event.
+	Product, Version string
+	Logger           *slog.Logger
+	// ACMEClient talks to the ACME directory; nil is the default client
+	// (tests give one that trusts their own ACME server).
+	ACMEClient *http.Client
+}
+
+// runtimeConfig is the runtime configuration the flags describe; it seeds
+// the stored configuration on the first start.
+func (cfg Config) runtimeConfig() config.Config {
+	return config.Config{
+		Listen: cfg.Listen, CMPI: cfg.CMPI, MaxClients: cfg.MaxClients,
+		LogDir: cfg.LogDir, LogMaxKB: cfg.LogMaxKB, ServerRole: config.RoleStandalone,
+		BlockUnencrypted: cfg.BlockUnencrypted, TrustedProxies: cfg.TrustedProxies,
+		TLSSource: transport.SourceSelfSigned, ACMEDomains: cfg.ACMEDomains, ACMEEmail: cfg.ACMEEmail, ACMEDirectory: cfg.ACMEDirectory,
+	}
+}
+
+// duoRoots reads DuoCA; nil means the bundle Duo's library carries.
+func (cfg Config) duoRoots() (*x509.CertPool, error) {
+	if cfg.DuoCA == "" {
+		return nil, nil
+	}
+	pem, err := os.ReadFile(cfg.DuoCA)
+	if err != nil {
+		return nil, fmt.Errorf("--duo-ca: %w", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("--duo-ca: %s holds no PEM certificate", cfg.DuoCA)
+	}
+	return pool, nil
+}
+
+// withDefaults fills what a caller may leave out.
+func (cfg Config) withDefaults() Config {
+	if cfg.LogDir == "" {
+		cfg.LogDir = filepath.Join(cfg.DataDir, "logs")
+	}
+	if cfg.KeyPoll == 0 {
+		cfg.KeyPoll = 500 * time.Millisecond
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.LogMaxKB == 0 {
+		cfg.LogMaxKB = 1000
+	}
+	if cfg.CMPI == 0 {
+		cfg.CMPI = time.Minute
+	}
+	if cfg.Product == "" {
+		cfg.Product = "Switchboard"
+	}
+	return cfg
+}
