@@ -57,11 +57,11 @@ type Gateway struct {
 	stopPoll     context.CancelFunc
 	stopEvents   context.CancelFunc
 	shutdownOnce sync.Once
-	stopping       chan struct{}
-	sessionStore   *pgxstore.PostgresStore
-	eventsDone     chan struct{}
-	bg             sync.WaitGroup
-	serveErr       chan error
+	stopping     chan struct{}
+	sessionStore *pgxstore.PostgresStore
+	eventsDone   chan struct{}
+	bg           sync.WaitGroup
+	serveErr     chan error
 }
 
 // Start brings a gateway up: database, event log, relay, listeners. On

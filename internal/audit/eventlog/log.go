@@ -253,6 +253,12 @@ func (l *Log) runStore(ctx context.Context) {
 			}
 			continue
 		}
+		if ctx.Err() != nil {
+			// Stopping cut this insert short: that is no store failure, and
+			// finish makes the last attempt and says what became of the rest.
+			l.finish()
+			return
+		}
 		if !failing {
 			l.log.Warn("cannot write events to the store; they wait in memory and on disk", "err", err)
 			failing = true
