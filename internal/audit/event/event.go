@@ -38,6 +38,9 @@ type Event struct {
 	RealIP   string
 	PublicIP string
 	Node     string
+	// Reason says why a Client or session ended where the text does not
+	// (the texts stay as the design words them, for log parsers).
+	Reason string
 	// Check names the failed security check (CheckClient, ...) for metrics;
 	// it is not stored, the message says the same to people.
 	Check string
@@ -90,6 +93,25 @@ func FailedToStart() Event { return newEvent(KindGateway, "Failed to start Gatew
 // GatewayStopped is the last event of an orderly stop.
 func GatewayStopped() Event { return newEvent(KindGateway, "Gateway stopped") }
 
+// ReasonAbnormalStop is the Reason of the ends recorded for a run that
+// stopped without its stop event.
+const ReasonAbnormalStop = "gateway stopped abnormally"
+
+// GatewayStoppedAbnormally is recorded at a start for the previous run,
+// which ended without "Gateway stopped" (killed, or the machine lost
+// power); its time is that run's last recorded event.
+func GatewayStoppedAbnormally(last time.Time) Event {
+	e := newEvent(KindGateway, "Gateway stopped abnormally")
+	e.Time, e.Reason = last, ReasonAbnormalStop
+	return e
+}
+
+// GatewayStartedPrefix begins every GatewayStarted text.
+const GatewayStartedPrefix = "Gateway started."
+
+// StopTexts are the texts that end a run.
+func StopTexts() []string { return []string{"Gateway stopped", "Gateway stopped abnormally"} }
+
 // Listening reports one bound listening port.
 func Listening(port int) Event {
 	return newEvent(KindGateway, fmt.Sprintf("Listening on port %d", port))
@@ -118,6 +140,7 @@ func NoKeys() Event {
 
 // ClientConnected reports a Client that registered.
 func ClientConnected(client, realIP, publicIP string) Event {
+	client, realIP, publicIP = Safe(client), Safe(realIP), Safe(publicIP)
 	e := newEvent(KindClientConnect, fmt.Sprintf("Client %s connected", client))
 	e.Client, e.RealIP, e.PublicIP = client, realIP, publicIP
 	return e
@@ -126,6 +149,7 @@ func ClientConnected(client, realIP, publicIP string) Event {
 // ClientDisconnected reports a Client that went away, for whatever reason.
 // The capital D is the design's text, kept for log parsers.
 func ClientDisconnected(client, realIP, publicIP string) Event {
+	client, realIP, publicIP = Safe(client), Safe(realIP), Safe(publicIP)
 	e := newEvent(KindClientDisconnect, fmt.Sprintf("Client %s Disconnected", client))
 	e.Client, e.RealIP, e.PublicIP = client, realIP, publicIP
 	return e
@@ -133,6 +157,7 @@ func ClientDisconnected(client, realIP, publicIP string) Event {
 
 // SessionStarted reports a Control connected to a Client.
 func SessionStarted(control, client, publicIP string) Event {
+	control, client, publicIP = Safe(control), Safe(client), Safe(publicIP)
 	e := newEvent(KindSessionStart, fmt.Sprintf("Control %s connected to Client %s", control, client))
 	e.Control, e.Client, e.PublicIP = control, client, publicIP
 	return e
@@ -140,6 +165,7 @@ func SessionStarted(control, client, publicIP string) Event {
 
 // SessionEnded reports a Control disconnected from a Client.
 func SessionEnded(control, client, publicIP string) Event {
+	control, client, publicIP = Safe(control), Safe(client), Safe(publicIP)
 	e := newEvent(KindSessionEnd, fmt.Sprintf("Control %s disconnected from Client %s", control, client))
 	e.Control, e.Client, e.PublicIP = control, client, publicIP
 	return e
@@ -147,6 +173,7 @@ func SessionEnded(control, client, publicIP string) Event {
 
 // LicenceExceeded reports a Client rejected by the licence limit.
 func LicenceExceeded(client, realIP, publicIP string) Event {
+	client, realIP, publicIP = Safe(client), Safe(realIP), Safe(publicIP)
 	e := newEvent(KindLicence, fmt.Sprintf("Licence exceed. Rejecting connection from Client %s (%s, %s)", client, realIP, publicIP))
 	e.Client, e.RealIP, e.PublicIP = client, realIP, publicIP
 	return e
@@ -154,6 +181,7 @@ func LicenceExceeded(client, realIP, publicIP string) Event {
 
 // ClientSecurityFailed reports a Client whose key is not on the gateway.
 func ClientSecurityFailed(client, realIP, publicIP string) Event {
+	client, realIP, publicIP = Safe(client), Safe(realIP), Safe(publicIP)
 	e := newEvent(KindSecurity, fmt.Sprintf("Security check failed for Client %s (%s). Terminating connection from %s", client, realIP, publicIP))
 	e.Client, e.RealIP, e.PublicIP = client, realIP, publicIP
 	e.Check = CheckClient
@@ -162,6 +190,7 @@ func ClientSecurityFailed(client, realIP, publicIP string) Event {
 
 // BrowseSecurityFailed reports a Control browse with a key not on the gateway.
 func BrowseSecurityFailed(publicIP string) Event {
+	publicIP = Safe(publicIP)
 	e := newEvent(KindSecurity, fmt.Sprintf("Security check failed for Control browse. Terminating connection from %s", publicIP))
 	e.PublicIP = publicIP
 	e.Check = CheckBrowse
@@ -170,6 +199,7 @@ func BrowseSecurityFailed(publicIP string) Event {
 
 // ControlSecurityFailed reports a Control connect with a key not on the gateway.
 func ControlSecurityFailed(control, client, publicIP string) Event {
+	control, client, publicIP = Safe(control), Safe(client), Safe(publicIP)
 	e := newEvent(KindSecurity, fmt.Sprintf("Security check failed for Control %s. Rejecting connection request to Client %s from %s", control, client, publicIP))
 	e.Control, e.Client, e.PublicIP = control, client, publicIP
 	e.Check = CheckControl
@@ -178,6 +208,7 @@ func ControlSecurityFailed(control, client, publicIP string) Event {
 
 // KeyMismatch reports a Control whose key is valid but not the Client's.
 func KeyMismatch(control, client, publicIP string) Event {
+	control, client, publicIP = Safe(control), Safe(client), Safe(publicIP)
 	e := newEvent(KindSecurity, fmt.Sprintf("Client/Control security check failed for Control %s. Rejecting connection request to Client %s from %s", control, client, publicIP))
 	e.Control, e.Client, e.PublicIP = control, client, publicIP
 	e.Check = CheckKeyMismatch
@@ -187,6 +218,7 @@ func KeyMismatch(control, client, publicIP string) Event {
 // UnencryptedRefused reports a Client or Control refused for not using TLS
 // while the gateway blocks unencrypted peers.
 func UnencryptedRefused(publicIP string) Event {
+	publicIP = Safe(publicIP)
 	e := newEvent(KindSecurity, fmt.Sprintf("Unencrypted connection refused from %s. This gateway requires encrypted communications", publicIP))
 	e.PublicIP = publicIP
 	e.Check = CheckUnencrypted
@@ -196,6 +228,7 @@ func UnencryptedRefused(publicIP string) Event {
 // OperatorSignedIn reports an operator's successful sign-in, at the console
 // or at a Control.
 func OperatorSignedIn(operator, ip string) Event {
+	operator, ip = Safe(operator), Safe(ip)
 	e := newEvent(KindOperator, fmt.Sprintf("Operator %s signed in from %s", operator, ip))
 	e.Operator, e.PublicIP = operator, ip
 	return e
@@ -204,6 +237,7 @@ func OperatorSignedIn(operator, ip string) Event {
 // SigninFailed reports a wrong password or second factor, an unknown
 // operator, or an attempt on a locked account.
 func SigninFailed(operator, ip string) Event {
+	operator, ip = Safe(operator), Safe(ip)
 	e := newEvent(KindOperator, fmt.Sprintf("Sign-in failed for operator %s from %s", operator, ip))
 	e.Operator, e.PublicIP = operator, ip
 	e.Check = CheckSignin
@@ -212,6 +246,7 @@ func SigninFailed(operator, ip string) Event {
 
 // OperatorLockedOut reports an account locked after repeated failures.
 func OperatorLockedOut(operator string) Event {
+	operator = Safe(operator)
 	e := newEvent(KindOperator, fmt.Sprintf("Operator %s locked out", operator))
 	e.Operator = operator
 	return e
@@ -220,6 +255,7 @@ func OperatorLockedOut(operator string) Event {
 // DuoFailOpen reports an operator let in without Duo because Duo could not
 // be reached and an administrator chose to fail open.
 func DuoFailOpen(operator, ip string) Event {
+	operator, ip = Safe(operator), Safe(ip)
 	e := newEvent(KindOperator, fmt.Sprintf("Duo unreachable. Operator %s admitted from %s without Duo Push (fail open)", operator, ip))
 	e.Operator, e.PublicIP = operator, ip
 	return e
@@ -227,6 +263,7 @@ func DuoFailOpen(operator, ip string) Event {
 
 // ControlTokenRevoked reports a Control sign-in ended from the console.
 func ControlTokenRevoked(by, operator string) Event {
+	by, operator = Safe(by), Safe(operator)
 	e := newEvent(KindOperator, fmt.Sprintf("Operator %s revoked a Control sign-in of operator %s", by, operator))
 	e.Operator = by
 	return e
@@ -234,6 +271,7 @@ func ControlTokenRevoked(by, operator string) Event {
 
 // TOTPEnrolled reports an operator who set up an authenticator app.
 func TOTPEnrolled(operator string) Event {
+	operator = Safe(operator)
 	e := newEvent(KindOperator, fmt.Sprintf("Operator %s enrolled TOTP", operator))
 	e.Operator = operator
 	return e
