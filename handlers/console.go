@@ -83,6 +83,10 @@ type Console struct {
 	// same address (the gateway's port speaks both): passwords and session
 	// cookies never cross a network in clear.
 	HTTPS bool
+	// LiveCheck is how often an open live stream re-reads its console
+	// session and operator, ending when they no longer admit it; zero
+	// means every 2 s. Tests shorten it.
+	LiveCheck time.Duration
 }
 
 const sessionOperator = "operator"
@@ -90,7 +94,27 @@ const sessionOperator = "operator"
 // routes declares the console's routes, grouped by who may use them.
 func (c *Console) routes() http.Handler {
 	r := chi.NewRouter()
-	r.Use(c.requireHTTPS, securityHeaders, c.Sessions.LoadAndSave)
+	r.Use(c.requireHTTPS, securityHeaders)
+	// Live streams of the admin pages, outside LoadAndSave: requireLive
+	// reads the session from the store and never writes it back, so an
+	// open stream is no activity (see console_live.go).
+	r.Group(func(r chi.Router) {
+		r.Use(c.requireLive(true))
+		r.Get("/clients/stream", c.clientsStream)
+		r.Get("/sessions/stream", c.sessionsStream)
+		r.Get("/events/stream", c.eventsStream)
+	})
+	r.Group(func(r chi.Router) {
+		r.Use(c.Sessions.LoadAndSave)
+		c.sessionRoutes(r)
+	})
+	// Every state-changing request must come from the console's own origin.
+	return http.NewCrossOriginProtection().Handler(r)
+}
+
+// sessionRoutes are the routes that load and save the console session on
+// every request.
+func (c *Console) sessionRoutes(r chi.Router) {
 	// Public: sign-in and its second step.
 	r.Get("/signin", c.signInPage)
 	r.Post("/signin", c.signIn)
@@ -112,12 +136,9 @@ func (c *Console) routes() http.Handler {
 	r.Group(func(r chi.Router) {
 		r.Use(c.requireOperator(true))
 		r.Get("/clients", c.clientsPage)
-		r.Get("/clients/stream", c.clientsStream)
 		r.Get("/sessions", c.sessionsPage)
-		r.Get("/sessions/stream", c.sessionsStream)
 		r.Post("/sessions/{id}/terminate", c.terminateSession)
 		r.Get("/events", c.eventsPage)
-		r.Get("/events/stream", c.eventsStream)
 		r.Get("/config", http.RedirectHandler("/console/config/general", http.StatusSeeOther).ServeHTTP)
 		r.Get("/config/{tab}", c.configPage)
 		r.Post("/config/general", c.saveGeneral)
@@ -135,8 +156,6 @@ func (c *Console) routes() http.Handler {
 		r.Post("/config/2fa", c.save2FA)
 		r.Post("/config/2fa/tokens/{id}/revoke", c.revokeToken)
 	})
-	// Every state-changing request must come from the console's own origin.
-	return http.NewCrossOriginProtection().Handler(r)
 }
 
 // securityHeaders: no inline script anywhere, no framing, no sniffing.
@@ -266,7 +285,7 @@ func (c *Console) now() time.Time {
 
 // emit records an event done by the signed-in operator.
 func (c *Console) emit(r *http.Request, kind event.Kind, msg string) {
-	c.Events.Emit(event.Event{Time: c.now(), Kind: kind, Message: msg, Operator: operatorOf(r).Name, PublicIP: remoteIP(r)})
+	c.Events.Emit(event.Event{Time: c.now(), Kind: kind, Message: event.OneLine(msg), Operator: operatorOf(r).Name, PublicIP: remoteIP(r)})
 }
 
 // safeNext keeps a post-sign-in redirect on the console.

@@ -14,7 +14,7 @@ import (
 	"strings"
 )
 
-//go:embed *.css vendor/*.js *.svg
+//go:embed *.css *.js vendor/*.js *.svg
 var files embed.FS
 
 // Prefix is where the files are served.

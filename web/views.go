@@ -12,6 +12,12 @@ import (
 	"time"
 )
 
+// LiveEnd names the SSE event that ends a live page whose console session
+// no longer admits it (signed out, timed out, operator disabled or no
+// longer an admin). Its data is the sign-in URL: the layout's sse-close
+// stops the EventSource reconnecting and static/live.js goes there.
+const LiveEnd = "signin"
+
 // Layout is what every console page shares.
 type Layout struct {
 	Title    string
