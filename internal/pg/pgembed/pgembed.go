@@ -17,6 +17,13 @@
 // it and Stop leaves it running, so that `switchboard keys` works whether or
 // not `switchboard serve` is running.
 //
+// A server killed together with the gateway (kill -9, OOM killer) leaves
+// postmaster.pid behind, naming a zombie or, later, an unrelated process.
+// Start tells those from a live server by the process itself (on Linux,
+// /proc) and by a real connection through the socket, clears the stale lock
+// files and starts a new server at once; it waits for a server that is
+// shutting down, and attaches only to a live one.
+//
 // PostgreSQL refuses to run as root. When the gateway runs as root, the
 // server programs run as the system user "postgres" (or "nobody"), which then
 // owns the cluster and socket directories; root still connects through the
@@ -131,11 +138,11 @@ func Start(ctx context.Context, dataDir string, logger *slog.Logger) (*Instance,
 	if err := inst.prepare(ctx); err != nil {
 		return nil, err
 	}
-	running, err := inst.running(ctx)
+	state, err := inst.inspect(ctx)
 	if err != nil {
 		return nil, err
 	}
-	if running {
+	if state == serverRunning {
 		logger.Info("pgembed: attaching to running PostgreSQL", "data_dir", inst.pgData)
 	} else {
 		if err := inst.start(ctx); err != nil {
@@ -294,21 +301,6 @@ func (i *Instance) initdb(ctx context.Context) error {
 		return errorf("initdb: %w", err)
 	}
 	return nil
-}
-
-// running reports whether a server runs on the cluster, per pg_ctl status,
-// which checks postmaster.pid for a live process.
-func (i *Instance) running(ctx context.Context) (bool, error) {
-	out, err := i.run(ctx, "pg_ctl", "status", "-D", i.pgData)
-	var exitErr *exec.ExitError
-	switch {
-	case err == nil:
-		return true, nil
-	case errors.As(err, &exitErr) && exitErr.ExitCode() == 3:
-		return false, nil
-	default:
-		return false, errorf("pg_ctl status: %w: %s", err, out)
-	}
 }
 
 func (i *Instance) start(ctx context.Context) error {

@@ -5,10 +5,14 @@ package pgembed
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -209,4 +213,180 @@ func TestConfQuote(t *testing.T) {
 			t.Errorf("confQuote(%q) = %s, want %s", in, got, want)
 		}
 	}
+}
+
+// TestStartNotFooledByLockFile covers the postmaster.pid that a server killed
+// long ago leaves behind, whose PID now belongs to another program, and a
+// server that is shutting down: Start must start a server of its own, not
+// attach to either.
+func TestStartNotFooledByLockFile(t *testing.T) {
+	skipWithoutPostgres(t)
+	t.Parallel()
+	setupCtx, cancel := context.WithTimeout(t.Context(), 90*time.Second)
+	defer cancel()
+	dir := tempDataDir(t)
+	logger := testLogger(t)
+
+	first, err := Start(setupCtx, dir, logger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pidPath := filepath.Join(first.pgData, "postmaster.pid")
+	pidFileText, err := os.ReadFile(pidPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := first.Stop(setupCtx); err != nil {
+		t.Fatal(err)
+	}
+
+	// writeStale leaves lock files as a server with PID pid that was killed
+	// would have: postmaster.pid and the socket's lock file.
+	writeStale := func(t *testing.T, pid int) {
+		t.Helper()
+		_, rest, _ := strings.Cut(string(pidFileText), "\n")
+		text := fmt.Sprintf("%d\n%s", pid, rest)
+		for _, p := range []string{pidPath, first.socketPath() + ".lock"} {
+			if err := os.WriteFile(p, []byte(text), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			// The server's files belong to the server's user.
+			if first.runAs != nil {
+				if err := os.Chown(p, int(first.runAs.uid), int(first.runAs.gid)); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+	}
+	startFresh := func(t *testing.T, ctx context.Context) *Instance {
+		t.Helper()
+		began := time.Now()
+		inst, err := Start(ctx, dir, logger)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Should the test fail half way; a second Stop does nothing.
+		t.Cleanup(func() { inst.Stop(context.Background()) })
+		if inst.Attached() {
+			t.Fatal("Start attached; want it to start a server of its own")
+		}
+		if got := queryOne(t, ctx, inst.URL(), "SELECT 'up'"); got != "up" {
+			t.Fatalf("query = %q", got)
+		}
+		t.Logf("started in %v", time.Since(began).Round(time.Millisecond))
+		return inst
+	}
+
+	t.Run("pid of a sleep", func(t *testing.T) {
+		ctx := restartContext(t)
+		sleep := exec.Command("sleep", "60")
+		// As the server's user, so that kill(pid, 0) from pg_ctl and the
+		// server succeeds as it would for a postmaster's zombie.
+		if first.runAs != nil {
+			sleep.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: first.runAs.uid, Gid: first.runAs.gid}}
+		}
+		if err := sleep.Start(); err != nil {
+			t.Fatal(err)
+		}
+		defer func() {
+			sleep.Process.Kill()
+			sleep.Wait()
+		}()
+		writeStale(t, sleep.Process.Pid)
+		if err := startFresh(t, ctx).Stop(ctx); err != nil {
+			t.Fatal(err)
+		}
+	})
+
+	t.Run("pid of this test", func(t *testing.T) {
+		ctx := restartContext(t)
+		writeStale(t, os.Getpid())
+		if err := startFresh(t, ctx).Stop(ctx); err != nil {
+			t.Fatal(err)
+		}
+	})
+
+	t.Run("shutting down", func(t *testing.T) {
+		ctx := restartContext(t)
+		old, err := Start(ctx, dir, logger)
+		if err != nil {
+			t.Fatal(err)
+		}
+		conn, err := pgx.Connect(ctx, old.URL())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close(ctx)
+		text, err := os.ReadFile(pidPath)
+		if err != nil {
+			t.Fatal(err)
+		}
+		first, _, _ := strings.Cut(string(text), "\n")
+		pid, err := strconv.Atoi(first)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// A smart shutdown waits for our open connection to end, so the
+		// server stays in "stopping" for as long as we like.
+		if err := syscall.Kill(pid, syscall.SIGTERM); err != nil {
+			t.Fatal(err)
+		}
+		for !strings.Contains(readFileOrEmpty(pidPath), "\nstopping") {
+			if ctx.Err() != nil {
+				t.Fatal("server never reported stopping in postmaster.pid")
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+
+		type result struct {
+			inst *Instance
+			err  error
+		}
+		done := make(chan result, 1)
+		go func() {
+			inst, err := Start(ctx, dir, logger)
+			done <- result{inst, err}
+		}()
+		select {
+		case r := <-done:
+			if r.err == nil && r.inst.Attached() {
+				r.inst.Stop(ctx)
+			}
+			t.Fatalf("Start returned while the old server was shutting down: attached=%v, err=%v", r.err == nil && r.inst.Attached(), r.err)
+		case <-time.After(300 * time.Millisecond):
+		}
+		conn.Close(ctx) // lets the old server exit
+		r := <-done
+		if r.err != nil {
+			t.Fatal(r.err)
+		}
+		defer r.inst.Stop(ctx)
+		if r.inst.Attached() {
+			t.Fatal("Start attached to a server that was shutting down")
+		}
+		if got := queryOne(t, ctx, r.inst.URL(), "SELECT 'up'"); got != "up" {
+			t.Fatalf("query = %q", got)
+		}
+	})
+}
+
+func readFileOrEmpty(path string) string {
+	b, _ := os.ReadFile(path)
+	return string(b)
+}
+
+// testLogger shows pgembed's log with the output of a failed (or -v) test.
+func testLogger(t *testing.T) *slog.Logger {
+	return slog.New(slog.NewTextHandler(t.Output(), nil))
+}
+
+// restartTimeout bounds a Start on an existing cluster in the tests. It is
+// well under readyTimeout, so that a Start that attaches to a dead server
+// and waits for it fails.
+const restartTimeout = 20 * time.Second
+
+func restartContext(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(t.Context(), restartTimeout)
+	t.Cleanup(cancel)
+	return ctx
 }
