@@ -69,19 +69,19 @@ func TestKeys(t *testing.T) {
 	d := pgtest.MustDB(t)
 	ctx := t.Context()
 
-	a, err := d.AddKey(ctx, db.Key{KeyID: "k1", Label: "office", Verifier: []byte{1, 2, 3}})
+	a, err := d.AddKey(ctx, db.Key{KeyID: "k1", Label: "office", StoredKey: []byte{1, 2, 3}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if a.ID == 0 || a.CreatedAt.IsZero() || a.KeyID != "k1" || string(a.Verifier) != "\x01\x02\x03" {
+	if a.ID == 0 || a.CreatedAt.IsZero() || a.KeyID != "k1" || string(a.StoredKey) != "\x01\x02\x03" {
 		t.Errorf("AddKey returned %+v", a)
 	}
-	if _, err := d.AddKey(ctx, db.Key{KeyID: "k2", Verifier: []byte{4}}); err != nil {
+	if _, err := d.AddKey(ctx, db.Key{KeyID: "k2", StoredKey: []byte{4}}); err != nil {
 		t.Fatal(err)
 	}
 
 	t.Run("duplicate is a conflict", func(t *testing.T) {
-		_, err := d.AddKey(ctx, db.Key{KeyID: "k1", Verifier: []byte{9}})
+		_, err := d.AddKey(ctx, db.Key{KeyID: "k1", StoredKey: []byte{9}})
 		if !errors.Is(err, db.ErrConflict) {
 			t.Errorf("AddKey duplicate = %v, want ErrConflict", err)
 		}
@@ -110,7 +110,7 @@ func TestKeys(t *testing.T) {
 	})
 
 	t.Run("removed and listed in order", func(t *testing.T) {
-		if _, err := d.AddKey(ctx, db.Key{KeyID: "k3", Verifier: []byte{5}}); err != nil {
+		if _, err := d.AddKey(ctx, db.Key{KeyID: "k3", StoredKey: []byte{5}}); err != nil {
 			t.Fatal(err)
 		}
 		if err := d.RemoveKey(ctx, "k2"); err != nil {
@@ -126,6 +126,48 @@ func TestKeys(t *testing.T) {
 		}
 		if fmt.Sprint(ids) != "[k1 k3]" {
 			t.Errorf("Keys = %v, want [k1 k3]", ids)
+		}
+	})
+
+	t.Run("a version 1 row is converted once", func(t *testing.T) {
+		// As a version 1 gateway left it, after migration 00005: a v1
+		// verifier, no stored key.
+		var id int64
+		if err := d.Pool().QueryRow(ctx, "INSERT INTO gateway_keys (key_id, label, v1_verifier) VALUES ('v1id', 'old', '\\x0102') RETURNING id").Scan(&id); err != nil {
+			t.Fatal(err)
+		}
+		k, err := d.Key(ctx, "v1id")
+		if err != nil || k.StoredKey != nil || string(k.V1Verifier) != "\x01\x02" {
+			t.Fatalf("v1 row = %+v, %v", k, err)
+		}
+		for i, want := range []bool{true, false} {
+			got, err := d.ConvertKey(ctx, id, "v2id", []byte{7})
+			if err != nil || got != want {
+				t.Fatalf("ConvertKey #%d = %v, %v; want %v", i+1, got, err, want)
+			}
+		}
+		k, err = d.Key(ctx, "v2id")
+		if err != nil || string(k.StoredKey) != "\x07" || k.V1Verifier != nil || k.Label != "old" {
+			t.Fatalf("converted row = %+v, %v", k, err)
+		}
+		if _, err := d.Key(ctx, "v1id"); !errors.Is(err, db.ErrNotFound) {
+			t.Fatalf("the old key ID still finds a row: %v", err)
+		}
+		// The same key added again meanwhile: the v1 row goes.
+		if err := d.Pool().QueryRow(ctx, "INSERT INTO gateway_keys (key_id, v1_verifier) VALUES ('v1dup', '\\x03') RETURNING id").Scan(&id); err != nil {
+			t.Fatal(err)
+		}
+		if got, err := d.ConvertKey(ctx, id, "k1", []byte{8}); err != nil || !got {
+			t.Fatalf("ConvertKey onto an existing key = %v, %v", got, err)
+		}
+		if _, err := d.Key(ctx, "v1dup"); !errors.Is(err, db.ErrNotFound) {
+			t.Fatalf("the duplicate v1 row is still there: %v", err)
+		}
+		if k, err := d.Key(ctx, "k1"); err != nil || string(k.StoredKey) != "\x01\x02\x03" {
+			t.Fatalf("the existing key changed: %+v, %v", k, err)
+		}
+		if err := d.RemoveKey(ctx, "v2id"); err != nil {
+			t.Fatal(err)
 		}
 	})
 }

@@ -1,16 +1,22 @@
 package relay
 
 import (
+	"fmt"
+	"strings"
 	"sync/atomic"
 
+	"github.com/switchboard/switchboard/internal/audit/event"
 	"github.com/switchboard/switchboard/relay/wire"
 )
 
 // Key is a gateway key as the relay knows it: never the key itself, only its
 // public lookup ID and the verifier a peer's proof is checked against.
 type Key struct {
-	KeyID    string
-	Label    string
+	KeyID string
+	Label string
+	// Verifier is the key's StoredKey (wire.StoredKey): it checks a proof
+	// (wire.CheckProof) but cannot make one, so a copy of the keyring or of
+	// the database admits nobody.
 	Verifier []byte
 }
 
@@ -62,7 +68,8 @@ func (k *keyring) replace(keys []Key) (removed []string, changed bool) {
 }
 
 // check verifies a Hello against the keyring: the key must exist and the
-// proof must match this connection's nonce.
+// proof must match this connection's nonce. Its cost is a map lookup and
+// two hashes (BenchmarkKeyringCheck), whatever the KDF costs peers.
 func (k *keyring) check(nonce []byte, h wire.Hello) (Key, bool) {
 	key, ok := k.lookup(h.KeyID)
 	if !ok {
@@ -72,4 +79,26 @@ func (k *keyring) check(nonce []byte, h wire.Hello) (Key, bool) {
 		return Key{}, false
 	}
 	return key, true
+}
+
+// refuseVersion turns away a Hello of another handshake version (a peer
+// from before version 2 sends none) with an error that names the version
+// it needs: an old peer shows the message as it is and retries later,
+// rather than reporting a wrong key or waiting. The refusal is the role's
+// security event, so the administrator sees which Clients still need an
+// upgrade; nothing in the Hello has been believed yet.
+func (s *Server) refuseVersion(p *peerConn) error {
+	h := p.hello
+	switch h.Role {
+	case wire.RoleBrowse:
+		s.emit(event.BrowseSecurityFailed(p.publicIP))
+	case wire.RoleConnect:
+		client, _, _ := strings.Cut(h.Target, "/")
+		s.emit(event.ControlSecurityFailed(h.Name, client, p.publicIP))
+	default:
+		s.emit(event.ClientSecurityFailed(h.Name, h.RealIP, p.publicIP))
+	}
+	e := wire.VersionError(h)
+	s.refuse(p, e.Code, e.Message)
+	return fmt.Errorf("relay: %s hello from %s: handshake version %d, want %d", h.Role, p.publicIP, h.Handshake, wire.HandshakeVersion)
 }

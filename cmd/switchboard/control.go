@@ -87,6 +87,7 @@ func (c *controlFlags) build(fs *flagSet, entry string, p *prompter) (*control.C
 	// The file is read only when needed, so ad-hoc use with --gateway and
 	// --key works on a machine with no config folder.
 	var gwFile *gateways.File
+	var rememberedKey string
 	var err error
 	if entry != "" {
 		if gwFile, err = c.gatewaysFile(); err != nil {
@@ -96,10 +97,11 @@ func (c *controlFlags) build(fs *flagSet, entry string, p *prompter) (*control.C
 		if !ok {
 			return nil, fmt.Errorf("no remembered gateway called %q in %s (see: switchboard control gateways list)", entry, gwFile.Path())
 		}
+		rememberedKey = e.Key
 		if !fs.isSet("gateway") {
 			c.gf.gateway = e.Gateway
 		}
-		if !fs.isSet("key") {
+		if !fs.isSet("key") && !fs.isSet("key-file") {
 			c.gf.key = e.Key
 		}
 		if !fs.isSet("user") {
@@ -114,6 +116,15 @@ func (c *controlFlags) build(fs *flagSet, entry string, p *prompter) (*control.C
 		return nil, err
 	}
 	ctl := &control.Control{Dialer: d, Key: c.gf.key, Name: c.name, Operator: c.user}
+	// A remembered gateway keeps its key's ClientKey in the file, so that
+	// the next run (connect --stdio runs once per ssh connection) skips
+	// the KDF. Not for a --key given on the command line: the file keeps
+	// secrets of the gateways it remembers only.
+	if gwFile != nil && c.gf.key == rememberedKey {
+		ctl.KeyCache = gwFile.KeyCache(c.gf.key, func(err error) {
+			fmt.Fprintln(p.out, "warning: the derived gateway key could not be kept:", err)
+		})
+	}
 	if c.user == "" {
 		return ctl, nil
 	}
@@ -179,6 +190,7 @@ gateway remembered with "control gateways add".`, e.stderr)
 	if err != nil {
 		return err
 	}
+	fs.warnSecretFlags(e.stderr, keySafer)
 	if len(pos) > 1 {
 		return fmt.Errorf("browse takes at most one remembered gateway NAME (got %q)", pos)
 	}
@@ -233,6 +245,7 @@ left out when the Client offers exactly one.`, e.stderr)
 	if err != nil {
 		return err
 	}
+	fs.warnSecretFlags(e.stderr, keySafer)
 	entry := ""
 	switch len(pos) {
 	case 1:
@@ -288,6 +301,7 @@ keys and kept sign-ins and is readable by its owner only.`, e.stderr)
 	if err != nil {
 		return err
 	}
+	fs.warnSecretFlags(e.stderr, keySafer)
 	if len(pos) == 0 {
 		fs.Usage()
 		return errUsage
@@ -298,6 +312,9 @@ keys and kept sign-ins and is readable by its owner only.`, e.stderr)
 	}
 	switch verb, rest := pos[0], pos[1:]; {
 	case verb == "add" && len(rest) == 1:
+		if err := cf.gf.resolveKey(); err != nil {
+			return err
+		}
 		if cf.gf.fingerprint != "" {
 			fp, err := transport.NormalizeFingerprint(cf.gf.fingerprint)
 			if err != nil {

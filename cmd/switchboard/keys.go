@@ -20,8 +20,11 @@ const keysUsage = `Usage:
   switchboard keys remove KEY|KEY-ID
 
 Keys take effect in a running gateway within a second. Removing a key
-disconnects the Clients and Controls that use it. Keys are stored as keyed
-hashes: list shows their IDs and labels, never the keys.`
+disconnects the Clients and Controls that use it. Keys are stored as
+hashes of a slow derivation (handshake version 2), which check a Client's
+proof but cannot make one: list shows their IDs and labels, never the keys.
+Adding or removing a key by its text takes a moment: it runs that
+derivation.`
 
 func (e *cmdEnv) keys(ctx context.Context, args []string) error {
 	fs := newFlagSet("keys", keysUsage, e.stderr)
@@ -45,6 +48,9 @@ func (e *cmdEnv) keys(ctx context.Context, args []string) error {
 	if len(rest) != n {
 		return fmt.Errorf("keys %s takes %d argument(s)", verb, n)
 	}
+	if verb == "add" && rest[0] != "-" {
+		fmt.Fprintln(e.stderr, "warning: a key on the command line can be read by every user of this machine (ps, /proc) and stays in the shell history; give - and type or pipe it on standard input instead")
+	}
 	if verb == "add" && rest[0] == "-" {
 		line, err := bufio.NewReader(e.stdin).ReadString('\n')
 		if err != nil && line == "" {
@@ -64,6 +70,12 @@ func (e *cmdEnv) keys(ctx context.Context, args []string) error {
 	defer closeStore()
 	salt, err := gateway.KeySalt(ctx, store)
 	if err != nil {
+		return err
+	}
+	// Keys a version 1 gateway stored are converted here too, so that list
+	// shows the key IDs peers use and remove finds a key by its text even
+	// before an upgraded gateway has started.
+	if _, err := gateway.UpgradeKeys(ctx, store, salt, log); err != nil {
 		return err
 	}
 	switch verb {
@@ -95,7 +107,9 @@ func (e *cmdEnv) keys(ctx context.Context, args []string) error {
 			return err
 		}
 		if !hasKeyID(keys, id) {
-			id = wire.KeyID(wire.Verifier(salt, rest[0]))
+			// Not an ID: the key's text, found by its ID (this runs the
+			// KDF, as a peer would).
+			id, _ = gateway.KeyIDOf(salt, rest[0])
 		}
 		if err := store.RemoveKey(ctx, id); err != nil {
 			if errors.Is(err, db.ErrNotFound) {

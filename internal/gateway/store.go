@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync/atomic"
 
 	"github.com/switchboard/switchboard/db"
@@ -97,25 +98,124 @@ func KeySalt(ctx context.Context, store *db.DB) ([]byte, error) {
 	return salt, nil
 }
 
-// AddKey stores a gateway key as its verifier. Adding a key that exists
-// already is not an error: it reports added=false.
+// AddKey stores a gateway key as its StoredKey (wire.StoredKey) under its
+// KeyID. Adding a key that exists already is not an error: it reports
+// added=false. It costs the handshake's KDF (wire.DeriveClientKey), which
+// is not kept: the gateway has no use for a ClientKey.
 func AddKey(ctx context.Context, store *db.DB, salt []byte, key, label string) (id string, added bool, err error) {
 	if len(key) < wire.MinKeyLength {
 		return "", false, fmt.Errorf("a gateway key must be at least %d characters", wire.MinKeyLength)
 	}
-	v := wire.Verifier(salt, key)
-	id = wire.KeyID(v)
-	_, err = store.AddKey(ctx, db.Key{KeyID: id, Label: label, Verifier: v})
+	id, stored := KeyIDOf(salt, key)
+	_, err = store.AddKey(ctx, db.Key{KeyID: id, Label: label, StoredKey: stored})
 	if errors.Is(err, db.ErrConflict) {
 		return id, false, nil
 	}
-	return id, err == nil, err
+	if err != nil {
+		return "", false, fmt.Errorf("add key %s: %w", id, err)
+	}
+	return id, true, nil
 }
 
+// KeyIDOf is the key ID and StoredKey of a key on this installation, e.g.
+// to find the row of a key given as text (keys remove KEY). It costs the
+// KDF.
+func KeyIDOf(salt []byte, key string) (id string, stored []byte) {
+	stored = wire.StoredKey(wire.DeriveClientKey(salt, key))
+	return wire.KeyID(stored), stored
+}
+
+// UpgradeKeys converts the rows a version 1 gateway stored (a v1 verifier,
+// wire.VerifierV1) to handshake version 2 (migrations/00005): since
+// ClientKey = KDF(v1 verifier, salt), the gateway derives each row's
+// ClientKey, StoredKey and KeyID without knowing the key, stores the last
+// two and deletes the v1 verifier, which would otherwise still prove the
+// key to any peer speaking version 1 and shortcut guesses. Idempotent:
+// converted rows are left alone, and nodes converting at once do each row
+// once (db.ConvertKey). A row that cannot be converted is reported and
+// left; the others go on.
+//
+// A v1 verifier taken earlier (an old backup) still derives the same
+// ClientKey, so it still proves its key after the upgrade. Adding the key
+// anew, or better a new key, after upgrading ends that (docs/protocol.md).
+func UpgradeKeys(ctx context.Context, store *db.DB, salt []byte, log *slog.Logger) (converted int, err error) {
+	keys, err := store.Keys(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("upgrade gateway keys: %w", err)
+	}
+	return upgradeKeys(ctx, store, salt, keys, log)
+}
+
+func upgradeKeys(ctx context.Context, store *db.DB, salt []byte, keys []db.Key, log *slog.Logger) (converted int, err error) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	var errs []error
+	for _, k := range keys {
+		if k.StoredKey != nil || k.V1Verifier == nil {
+			continue
+		}
+		if err := ctx.Err(); err != nil {
+			return converted, fmt.Errorf("upgrade gateway keys: %w", err)
+		}
+		stored := wire.StoredKey(wire.ClientKeyFromV1(salt, k.V1Verifier))
+		id := wire.KeyID(stored)
+		ok, err := store.ConvertKey(ctx, k.ID, id, stored)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		if ok {
+			converted++
+			// Key IDs are public handles: logging the old one lets an
+			// administrator follow a script or a note that used it.
+			log.Info("gateway key converted to handshake version 2", "old_key_id", k.KeyID, "key_id", id, "label", k.Label)
+		}
+	}
+	if len(errs) > 0 {
+		return converted, fmt.Errorf("upgrade gateway keys: %w", errors.Join(errs...))
+	}
+	return converted, nil
+}
+
+// loadKeys returns the gateway keys, converting version 1 rows first. Such
+// rows are there once, in a database an older gateway used (an older
+// `switchboard keys add` cannot write one after migration 00005), and again
+// only if a conversion failed; only then is the salt read and the KDF paid,
+// so the key poll costs its one query and retries a failed conversion.
+func loadKeys(ctx context.Context, store *db.DB, log *slog.Logger) ([]db.Key, error) {
+	keys, err := store.Keys(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if !slices.ContainsFunc(keys, func(k db.Key) bool { return k.StoredKey == nil }) {
+		return keys, nil
+	}
+	salt, err := KeySalt(ctx, store)
+	if err != nil {
+		return nil, err
+	}
+	n, err := upgradeKeys(ctx, store, salt, keys, log)
+	if err != nil {
+		// The keys converted so far and the ones that were fine still
+		// admit; the rest is reported and tried again on the next load.
+		log.Error("cannot convert every gateway key to handshake version 2", "err", err)
+	}
+	if n == 0 {
+		return keys, nil
+	}
+	return store.Keys(ctx)
+}
+
+// relayKeys is what the relay checks proofs against. Rows not converted to
+// version 2 yet have no StoredKey and admit nobody.
 func relayKeys(keys []db.Key) []relay.Key {
-	out := make([]relay.Key, len(keys))
-	for i, k := range keys {
-		out[i] = relay.Key{KeyID: k.KeyID, Label: k.Label, Verifier: k.Verifier}
+	out := make([]relay.Key, 0, len(keys))
+	for _, k := range keys {
+		if k.StoredKey == nil {
+			continue
+		}
+		out = append(out, relay.Key{KeyID: k.KeyID, Label: k.Label, Verifier: k.StoredKey})
 	}
 	return out
 }

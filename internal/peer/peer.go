@@ -110,6 +110,7 @@ type Dialer struct {
 type Conn struct {
 	net.Conn
 	r         *bufio.Reader
+	gateway   Gateway
 	Challenge wire.Challenge
 }
 
@@ -216,7 +217,7 @@ func (d *Dialer) Dial(ctx context.Context) (*Conn, error) {
 		conn.Close()
 		return nil, fmt.Errorf("gateway %s: %w", d.Gateway, ctx.Err())
 	}
-	return &Conn{Conn: conn, r: br, Challenge: ch}, nil
+	return &Conn{Conn: conn, r: br, gateway: d.Gateway, Challenge: ch}, nil
 }
 
 func readSmallBody(resp *http.Response) string {
@@ -226,16 +227,41 @@ func readSmallBody(resp *http.Response) string {
 	return strings.TrimSpace(string(b[:n]))
 }
 
-// Send writes a Hello proving key for this connection's challenge.
+// Send writes a Hello proving key for this connection's challenge. The
+// ClientKey is derived once per process and salt (wire.NewHello); peers
+// that keep their own, the Client agent and the Control, use SendKey.
 func (c *Conn) Send(key, role, name, target string, fill func(*wire.Hello)) error {
-	h := wire.NewHello(c.Challenge, key, role, name, target)
+	if err := c.checkChallenge(); err != nil {
+		return err
+	}
+	return c.send(wire.NewHello(c.Challenge, key, role, name, target), fill)
+}
+
+// SendKey writes a Hello proving keys' gateway key for this connection's
+// challenge, deriving its ClientKey only if keys has none for the
+// gateway's salt.
+func (c *Conn) SendKey(keys *ClientKeys, role, name, target string, fill func(*wire.Hello)) error {
+	if err := c.checkChallenge(); err != nil {
+		return err
+	}
+	return c.send(wire.NewHelloWithClientKey(c.Challenge, keys.ClientKey(c.Challenge.Salt), role, name, target), fill)
+}
+
+// checkChallenge refuses a gateway of another handshake version before
+// anything is derived or sent: a proof it cannot check would only come back
+// as a wrong key.
+func (c *Conn) checkChallenge() error {
+	if err := wire.CheckChallenge(c.Challenge); err != nil {
+		return fmt.Errorf("gateway %s: %w", c.gateway, err)
+	}
+	return nil
+}
+
+func (c *Conn) send(h wire.Hello, fill func(*wire.Hello)) error {
 	if fill != nil {
 		fill(&h)
 	}
-	if err := wire.WriteFrame(c.Conn, wire.TypeHello, h); err != nil {
-		return err
-	}
-	return nil
+	return wire.WriteFrame(c.Conn, wire.TypeHello, h)
 }
 
 // Read reads from the connection, first draining whatever the handshake

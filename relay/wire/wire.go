@@ -27,18 +27,24 @@
 //
 // # Handshake
 //
-// Right after the 101 the gateway sends a Challenge: a fresh random nonce and
-// the installation's salt. The peer answers with a Hello naming its role
-// (client, browse, connect or accept) and proving it holds a gateway key
-// without sending it: the gateway stores only Verifier(salt, key), an
-// HMAC-SHA256 keyed hash, and the peer sends
+// Right after the 101 the gateway sends a Challenge: the handshake version
+// (HandshakeVersion), a fresh random nonce and the installation's salt. The
+// peer answers with a Hello naming its role (client, browse, connect or
+// accept) and proving it holds a gateway key without sending it, SCRAM-style
+// (RFC 5802): the peer derives
 //
-//	KeyID = first 16 hex digits of HMAC-SHA256(verifier, "switchboard key id")
-//	Proof = HMAC-SHA256(verifier, nonce || role || name || target)
+//	ClientKey = argon2id(HMAC-SHA256(salt, key), salt)   (slow, cached)
+//	StoredKey = SHA-256(ClientKey)                       (what the gateway stores)
+//	KeyID     = first 16 hex digits of HMAC-SHA256(StoredKey, "switchboard key id v2")
+//	Proof     = ClientKey XOR HMAC-SHA256(StoredKey, AuthMessage)
 //
-// KeyID lets the gateway find the key in O(1); Proof shows knowledge of it
-// and is bound to this connection's nonce, so a recorded handshake cannot be
-// replayed. A failed check ends with an Error frame and the connection.
+// where AuthMessage binds the version, the nonce, the key ID, the role, the
+// name and the target. The gateway finds StoredKey by KeyID, recovers
+// ClientKey from the proof and checks that it hashes to StoredKey: two fast
+// hashes per handshake. What the gateway stores does not let anyone prove a
+// key (that takes ClientKey), and every guess at a key, against a stored
+// value or a captured handshake, costs the KDF. A failed check ends with an
+// Error frame and the connection. See keys.go.
 //
 // # Roles
 //
@@ -76,10 +82,7 @@
 package wire
 
 import (
-	"crypto/hmac"
-	"crypto/sha256"
 	"encoding/binary"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -179,9 +182,13 @@ type Challenge struct {
 
 // Hello is the peer's answer to a Challenge.
 type Hello struct {
-	Role  string `json:"role"`
-	KeyID string `json:"key_id"`
-	Proof []byte `json:"proof"`
+	// Handshake is the handshake version the proof follows. Peers older
+	// than version 2 do not send it, which lets the gateway tell them to
+	// upgrade instead of calling their key wrong.
+	Handshake int    `json:"handshake,omitempty"`
+	Role      string `json:"role"`
+	KeyID     string `json:"key_id"`
+	Proof     []byte `json:"proof"`
 	// Name is the Client's name (client, accept) or the Control's (browse, connect).
 	Name string `json:"name"`
 	// Target is "client" or "client/service" (connect) or the session ID (accept).
@@ -229,6 +236,7 @@ const (
 	CodeLicence      = "licence"
 	CodeUnavailable  = "unavailable"
 	CodeShutdown     = "shutdown"
+	CodeVersion      = "version" // the peer speaks another handshake version: upgrade it
 	// Operator sign-in (roles browse and connect).
 	CodeAuthRequired = "auth_required" // operators exist: sign in
 	CodeTokenInvalid = "token_invalid" // the kept token expired or was revoked: sign in again
@@ -345,20 +353,7 @@ func WriteFrame(w io.Writer, t Type, v any) error {
 // ReadFrame reads one frame's header and payload. The payload slice is
 // freshly allocated and owned by the caller.
 func ReadFrame(r io.Reader) (Type, []byte, error) {
-	var hdr [5]byte
-	if _, err := io.ReadFull(r, hdr[:]); err != nil {
-		return 0, nil, fmt.Errorf("wire: read header: %w", err)
-	}
-	t := Type(hdr[0])
-	n := binary.BigEndian.Uint32(hdr[1:])
-	if n > MaxPayload {
-		return t, nil, fmt.Errorf("wire: %s of %d bytes: %w", t, n, ErrFrameTooLarge)
-	}
-	payload := make([]byte, n)
-	if _, err := io.ReadFull(r, payload); err != nil {
-		return t, nil, fmt.Errorf("wire: read %s payload: %w", t, err)
-	}
-	return t, payload, nil
+	return ReadFrameMax(r, MaxPayload)
 }
 
 // Decode unmarshals a payload into v, naming the frame type on failure.
@@ -387,52 +382,5 @@ func Expect(r io.Reader, want Type, v any) error {
 		return &e
 	default:
 		return fmt.Errorf("wire: got %s frame, want %s", t, want)
-	}
-}
-
-// Verifier is the keyed hash of a gateway key that the gateway stores. It is
-// HMAC-SHA256 keyed by the installation's salt, so the same key gives a
-// different verifier on another installation.
-func Verifier(salt []byte, key string) []byte {
-	m := hmac.New(sha256.New, salt)
-	m.Write([]byte(key))
-	return m.Sum(nil)
-}
-
-// KeyID is the public lookup handle of a verifier.
-func KeyID(verifier []byte) string {
-	m := hmac.New(sha256.New, verifier)
-	m.Write([]byte("switchboard key id"))
-	return hex.EncodeToString(m.Sum(nil)[:8])
-}
-
-// Proof binds a verifier to one handshake.
-func Proof(verifier, nonce []byte, role, name, target string) []byte {
-	m := hmac.New(sha256.New, verifier)
-	m.Write(nonce)
-	// Lengths first, so ("ab","c") and ("a","bc") give different proofs.
-	for _, s := range []string{role, name, target} {
-		var n [4]byte
-		binary.BigEndian.PutUint32(n[:], uint32(len(s)))
-		m.Write(n[:])
-		m.Write([]byte(s))
-	}
-	return m.Sum(nil)
-}
-
-// CheckProof compares a proof in constant time.
-func CheckProof(verifier, nonce []byte, h Hello) bool {
-	return hmac.Equal(h.Proof, Proof(verifier, nonce, h.Role, h.Name, h.Target))
-}
-
-// NewHello builds a Hello that proves knowledge of key for challenge c.
-func NewHello(c Challenge, key, role, name, target string) Hello {
-	v := Verifier(c.Salt, key)
-	return Hello{
-		Role:   role,
-		KeyID:  KeyID(v),
-		Proof:  Proof(v, c.Nonce, role, name, target),
-		Name:   name,
-		Target: target,
 	}
 }

@@ -19,7 +19,15 @@ import (
 // Control talks to one gateway with one key.
 type Control struct {
 	Dialer peer.Dialer
-	Key    string
+	// Key is the gateway key. It must not change once the Control has
+	// connected: the ClientKey derived from it is kept.
+	Key string
+	// KeyCache, when set, keeps the key's ClientKey beyond this process (the
+	// gateways file of remembered gateways): a hit skips the deliberately
+	// slow KDF, which a Control started per connection (ssh's
+	// ProxyCommand) would otherwise pay on every start. Without it the
+	// ClientKey is kept in memory only.
+	KeyCache peer.KeyCache
 	// Name identifies this Control in the gateway's events and console.
 	Name string
 
@@ -40,6 +48,19 @@ type Control struct {
 
 	mu        sync.Mutex // guards Token: Forward connects from several goroutines
 	signingIn sync.Mutex // one password sign-in at a time
+
+	keysOnce sync.Once
+	keys     *peer.ClientKeys
+	derive   func(salt []byte, key string) []byte // tests count derivations; nil: the default
+}
+
+// clientKeys is the key with its ClientKey, derived (or found in KeyCache)
+// on the first handshake and kept for every later one.
+func (c *Control) clientKeys() *peer.ClientKeys {
+	c.keysOnce.Do(func() {
+		c.keys = &peer.ClientKeys{Key: c.Key, Cache: c.KeyCache, Derive: c.derive}
+	})
+	return c.keys
 }
 
 // ErrCleartextPassword refuses to send a password where it could be read.
@@ -151,7 +172,7 @@ func (c *Control) attempt(ctx context.Context, role, target, pw, token string) (
 func (c *Control) hello(ctx context.Context, conn *peer.Conn, role, target, pw, token string) (wire.Type, []byte, error) {
 	stop := context.AfterFunc(ctx, func() { conn.Close() })
 	defer stop()
-	err := conn.Send(c.Key, role, c.Name, target, func(h *wire.Hello) {
+	err := conn.SendKey(c.clientKeys(), role, c.Name, target, func(h *wire.Hello) {
 		h.Operator = c.Operator
 		if pw != "" {
 			h.Password = pw

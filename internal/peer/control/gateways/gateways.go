@@ -1,11 +1,13 @@
 // Package gateways keeps the Control CLI's address book: named gateways
 // (address, key, operator, pinned certificate) that `switchboard control
-// browse NAME` and `connect NAME ...` use instead of repeating flags, and
-// the sign-in tokens gateways issued, so that an operator is not asked for
-// a password on every run.
+// browse NAME` and `connect NAME ...` use instead of repeating flags, the
+// sign-in tokens gateways issued, so that an operator is not asked for a
+// password on every run, and the ClientKeys derived from the remembered
+// keys, so that a Control started per connection (`connect --stdio` as an
+// ssh ProxyCommand) does not pay the handshake's slow KDF every time.
 //
-// The file holds gateway keys and tokens in clear, so it is treated like an
-// ssh private key: it is written readable by its owner only, and a file that
+// The file holds gateway keys, ClientKeys and tokens in clear, so it is
+// treated like an ssh private key: it is written readable by its owner only, and a file that
 // others can read or write is refused rather than used. Nothing this package
 // returns as an error contains a key or a token.
 //
@@ -63,6 +65,21 @@ type Entry struct {
 	Fingerprint string `json:"fingerprint,omitempty"`
 }
 
+// CachedKey is a remembered key's ClientKey for one installation's salt
+// (wire.DeriveClientKey). It proves the key to that installation only, and
+// it is kept beside the key itself, which proves more.
+type CachedKey struct {
+	Salt      []byte    `json:"salt"`
+	ClientKey []byte    `json:"client_key"`
+	Saved     time.Time `json:"saved"`
+}
+
+// maxSaltsPerKey bounds the ClientKeys kept for one key. A key normally
+// meets one installation (its nodes share the salt); a gateway reinstalled,
+// or a machine in the middle of an http:// connection sending salts of its
+// choosing, must not grow the file without end.
+const maxSaltsPerKey = 4
+
 // Token is a short-lived Control sign-in token the gateway issued.
 type Token struct {
 	Value    string    `json:"value"`
@@ -82,12 +99,22 @@ var (
 
 // fileVersion is the format written. A file from a newer version is refused
 // rather than rewritten, since saving would drop what this one cannot read.
+// client_keys did not change it: an older switchboard ignores them and drops
+// them on save, which only costs a KDF again.
 const fileVersion = 1
 
 type fileJSON struct {
-	Version  int              `json:"version"`
-	Gateways []Entry          `json:"gateways"`
-	Tokens   map[string]Token `json:"tokens,omitempty"`
+	Version    int                  `json:"version"`
+	Gateways   []Entry              `json:"gateways"`
+	Tokens     map[string]Token     `json:"tokens,omitempty"`
+	ClientKeys map[string]CachedKey `json:"client_keys,omitempty"`
+}
+
+// contents is what the file holds, as maps keyed the way the file is.
+type contents struct {
+	entries    map[string]Entry
+	tokens     map[string]Token
+	clientKeys map[string]CachedKey
 }
 
 // File is the gateways file in memory. Changes stay in memory until Save.
@@ -95,13 +122,15 @@ type File struct {
 	path string
 	now  func() time.Time // tests move the clock
 
-	mu      sync.Mutex
-	entries map[string]Entry
-	tokens  map[string]Token
+	mu         sync.Mutex
+	entries    map[string]Entry
+	tokens     map[string]Token
+	clientKeys map[string]CachedKey
 	// What was on disk when last read or written: Save writes only the
 	// difference from it, so it does not undo other processes' changes.
-	baseEntries map[string]Entry
-	baseTokens  map[string]Token
+	baseEntries    map[string]Entry
+	baseTokens     map[string]Token
+	baseClientKeys map[string]CachedKey
 }
 
 // DefaultPath is gateways.json in the user's config folder (on Linux
@@ -117,73 +146,82 @@ func DefaultPath() (string, error) {
 // Load reads the file at path. A missing file is an empty File, so the first
 // `gateways add` needs no setup; Save creates it.
 func Load(path string) (*File, error) {
-	entries, tokens, err := read(path)
+	c, err := read(path)
 	if err != nil {
 		return nil, err
 	}
 	return &File{
-		path:        path,
-		now:         time.Now,
-		entries:     entries,
-		tokens:      tokens,
-		baseEntries: maps.Clone(entries),
-		baseTokens:  maps.Clone(tokens),
+		path:           path,
+		now:            time.Now,
+		entries:        c.entries,
+		tokens:         c.tokens,
+		clientKeys:     c.clientKeys,
+		baseEntries:    maps.Clone(c.entries),
+		baseTokens:     maps.Clone(c.tokens),
+		baseClientKeys: maps.Clone(c.clientKeys),
 	}, nil
 }
 
 // read parses the file; a missing one gives empty maps.
-func read(path string) (map[string]Entry, map[string]Token, error) {
-	entries, tokens := map[string]Entry{}, map[string]Token{}
+func read(path string) (contents, error) {
+	c := contents{entries: map[string]Entry{}, tokens: map[string]Token{}, clientKeys: map[string]CachedKey{}}
 	fh, err := os.Open(path)
 	if errors.Is(err, fs.ErrNotExist) {
-		return entries, tokens, nil
+		return c, nil
 	}
 	if err != nil {
-		return nil, nil, err
+		return contents{}, err
 	}
 	defer fh.Close()
 	// Checked on the open file, so the mode is the one of what is read.
 	st, err := fh.Stat()
 	if err != nil {
-		return nil, nil, err
+		return contents{}, err
 	}
 	if !st.Mode().IsRegular() {
-		return nil, nil, fmt.Errorf("%s is not a regular file", path)
+		return contents{}, fmt.Errorf("%s is not a regular file", path)
 	}
 	if err := checkMode(path, st.Mode()); err != nil {
-		return nil, nil, err
+		return contents{}, err
 	}
 	data, err := io.ReadAll(fh)
 	if err != nil {
-		return nil, nil, err
+		return contents{}, err
 	}
 	// An empty file (touch, then chmod 600) is an empty address book.
 	if len(bytes.TrimSpace(data)) == 0 {
-		return entries, tokens, nil
+		return c, nil
 	}
 	var doc fileJSON
 	if err := json.Unmarshal(data, &doc); err != nil {
-		return nil, nil, fmt.Errorf("%s is not a valid gateways file: %s", path, describeJSONError(data, err))
+		return contents{}, fmt.Errorf("%s is not a valid gateways file: %s", path, describeJSONError(data, err))
 	}
 	if doc.Version > fileVersion {
-		return nil, nil, fmt.Errorf("%s was written by a newer switchboard (format version %d, this one knows %d): upgrade switchboard", path, doc.Version, fileVersion)
+		return contents{}, fmt.Errorf("%s was written by a newer switchboard (format version %d, this one knows %d): upgrade switchboard", path, doc.Version, fileVersion)
 	}
 	for i, e := range doc.Gateways {
 		// A hand edit that the CLI would refuse is reported here rather
 		// than at dial time, and duplicates would make names ambiguous.
 		ne, err := validate(e)
 		if err != nil {
-			return nil, nil, fmt.Errorf("%s, entry %d: %w", path, i+1, err)
+			return contents{}, fmt.Errorf("%s, entry %d: %w", path, i+1, err)
 		}
-		if _, dup := entries[ne.Name]; dup {
-			return nil, nil, fmt.Errorf("%s: gateway %q appears twice", path, ne.Name)
+		if _, dup := c.entries[ne.Name]; dup {
+			return contents{}, fmt.Errorf("%s: gateway %q appears twice", path, ne.Name)
 		}
-		entries[ne.Name] = ne
+		c.entries[ne.Name] = ne
 	}
 	for id, t := range doc.Tokens {
-		tokens[id] = t
+		c.tokens[id] = t
 	}
-	return entries, tokens, nil
+	for id, k := range doc.ClientKeys {
+		// A cache: an entry that cannot be right is dropped, not
+		// reported; the ClientKey is derived again when needed.
+		if _, sh, ok := strings.Cut(id, "."); ok && sh == saltHash(k.Salt) && len(k.ClientKey) == wire.KeySize {
+			c.clientKeys[id] = k
+		}
+	}
+	return c, nil
 }
 
 // checkMode refuses a file others can read or write, as ssh does with
@@ -400,7 +438,100 @@ func (f *File) Remove(name string) error {
 	case !sharedUser:
 		delete(f.tokens, TokenID(e.Gateway, e.Key, e.User))
 	}
+	// ClientKeys belong to the key, wherever it is used: they go with the
+	// last entry that holds it.
+	keyInUse := false
+	for _, o := range f.entries {
+		keyInUse = keyInUse || o.Key == e.Key
+	}
+	if !keyInUse {
+		ckPrefix := clientKeyPrefix(e.Key)
+		maps.DeleteFunc(f.clientKeys, func(id string, _ CachedKey) bool { return strings.HasPrefix(id, ckPrefix) })
+	}
 	return nil
+}
+
+// ClientKey returns the ClientKey kept for key and an installation's salt.
+func (f *File) ClientKey(key string, salt []byte) ([]byte, bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	k, ok := f.clientKeys[clientKeyID(key, salt)]
+	if !ok || !bytes.Equal(k.Salt, salt) || len(k.ClientKey) != wire.KeySize {
+		return nil, false
+	}
+	return bytes.Clone(k.ClientKey), true
+}
+
+// SetClientKey keeps clientKey, derived from key for salt. Save writes it
+// only while an entry holds key: the file keeps no secret of a gateway it
+// no longer remembers. At most maxSaltsPerKey salts are kept per key, the
+// most recent ones.
+func (f *File) SetClientKey(key string, salt, clientKey []byte) {
+	if len(clientKey) != wire.KeySize || len(salt) == 0 {
+		return
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.clientKeys == nil {
+		f.clientKeys = map[string]CachedKey{}
+	}
+	f.clientKeys[clientKeyID(key, salt)] = CachedKey{Salt: bytes.Clone(salt), ClientKey: bytes.Clone(clientKey), Saved: f.clock().UTC()}
+	prefix := clientKeyPrefix(key)
+	var ids []string
+	for id := range f.clientKeys {
+		if strings.HasPrefix(id, prefix) {
+			ids = append(ids, id)
+		}
+	}
+	if len(ids) <= maxSaltsPerKey {
+		return
+	}
+	slices.SortFunc(ids, func(a, b string) int { return f.clientKeys[b].Saved.Compare(f.clientKeys[a].Saved) })
+	for _, id := range ids[maxSaltsPerKey:] {
+		delete(f.clientKeys, id)
+	}
+}
+
+// KeyCache is the cache a Control uses for key (peer.KeyCache): a ClientKey
+// it derives is kept and the file saved at once, so that the next process
+// finds it. A failed save goes to saveFailed (nil: ignored); the Control
+// works on without the cache.
+func (f *File) KeyCache(key string, saveFailed func(error)) peer.KeyCache {
+	return &keyCache{f: f, key: key, saveFailed: saveFailed}
+}
+
+type keyCache struct {
+	f          *File
+	key        string
+	saveFailed func(error)
+}
+
+func (c *keyCache) ClientKey(salt []byte) ([]byte, bool) { return c.f.ClientKey(c.key, salt) }
+
+func (c *keyCache) SetClientKey(salt, clientKey []byte) {
+	c.f.SetClientKey(c.key, salt, clientKey)
+	if err := c.f.Save(); err != nil && c.saveFailed != nil {
+		c.saveFailed(err)
+	}
+}
+
+// clientKeyID is the id a ClientKey is kept under: hashes of the key and of
+// the salt, so that Remove finds a key's ClientKeys by prefix and the file
+// holds no key a second time.
+func clientKeyID(key string, salt []byte) string {
+	return clientKeyPrefix(key) + saltHash(salt)
+}
+
+func clientKeyPrefix(key string) string {
+	h := sha256.New()
+	writeField(h, "switchboard control client key v1")
+	writeField(h, key)
+	return hex.EncodeToString(h.Sum(nil)[:16]) + "."
+}
+
+func saltHash(salt []byte) string {
+	sum := sha256.Sum256(salt)
+	return hex.EncodeToString(sum[:16])
 }
 
 // Token returns the token kept under id if it has not expired.
@@ -501,18 +632,31 @@ func (f *File) Save() error {
 	if p, err := filepath.EvalSymlinks(path); err == nil {
 		path = p
 	}
-	diskEntries, diskTokens, err := read(path)
+	disk, err := read(path)
 	if err != nil {
 		return fmt.Errorf("save gateways: %w", err)
 	}
-	entries := applyDiff(diskEntries, f.baseEntries, f.entries, func(a, b Entry) bool { return a == b })
-	tokens := applyDiff(diskTokens, f.baseTokens, f.tokens, func(a, b Token) bool {
+	entries := applyDiff(disk.entries, f.baseEntries, f.entries, func(a, b Entry) bool { return a == b })
+	tokens := applyDiff(disk.tokens, f.baseTokens, f.tokens, func(a, b Token) bool {
 		return a.Value == b.Value && a.Operator == b.Operator && a.Expires.Equal(b.Expires)
 	})
 	now := f.clock()
 	maps.DeleteFunc(tokens, func(_ string, t Token) bool { return !now.Before(t.Expires) })
+	clientKeys := applyDiff(disk.clientKeys, f.baseClientKeys, f.clientKeys, func(a, b CachedKey) bool {
+		return bytes.Equal(a.Salt, b.Salt) && bytes.Equal(a.ClientKey, b.ClientKey) && a.Saved.Equal(b.Saved)
+	})
+	// ClientKeys of keys no entry holds any more (removed here or by
+	// another process) are of no use.
+	held := map[string]bool{}
+	for _, e := range entries {
+		held[clientKeyPrefix(e.Key)] = true
+	}
+	maps.DeleteFunc(clientKeys, func(id string, _ CachedKey) bool {
+		prefix, _, _ := strings.Cut(id, ".")
+		return !held[prefix+"."]
+	})
 
-	doc := fileJSON{Version: fileVersion, Gateways: slices.Collect(maps.Values(entries)), Tokens: tokens}
+	doc := fileJSON{Version: fileVersion, Gateways: slices.Collect(maps.Values(entries)), Tokens: tokens, ClientKeys: clientKeys}
 	slices.SortFunc(doc.Gateways, func(a, b Entry) int { return strings.Compare(a.Name, b.Name) })
 	if doc.Gateways == nil {
 		doc.Gateways = []Entry{}
@@ -524,8 +668,8 @@ func (f *File) Save() error {
 	if err := writeAtomic(path, append(data, '\n')); err != nil {
 		return fmt.Errorf("save gateways to %s: %w", f.path, err)
 	}
-	f.entries, f.tokens = entries, tokens
-	f.baseEntries, f.baseTokens = maps.Clone(entries), maps.Clone(tokens)
+	f.entries, f.tokens, f.clientKeys = entries, tokens, clientKeys
+	f.baseEntries, f.baseTokens, f.baseClientKeys = maps.Clone(entries), maps.Clone(tokens), maps.Clone(clientKeys)
 	return nil
 }
 
