@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"net"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -84,13 +83,6 @@ func (c *client) offers(service string) bool {
 	return false
 }
 
-func validName(s string) bool {
-	if s == "" || len(s) > 128 {
-		return false
-	}
-	return !strings.ContainsAny(s, "/\x00\r\n")
-}
-
 // serveClient registers a Client and runs its control channel.
 func (s *Server) serveClient(ctx context.Context, p *peerConn) error {
 	h := p.hello
@@ -100,16 +92,9 @@ func (s *Server) serveClient(ctx context.Context, p *peerConn) error {
 		s.refuse(p, wire.CodeUnauthorized, "security check failed: the gateway key is not valid on this gateway")
 		return fmt.Errorf("relay: client %q from %s: bad key", h.Name, p.publicIP)
 	}
-	if !validName(h.Name) {
-		s.refuse(p, wire.CodeBadRequest, "a Client name must be 1 to 128 characters without '/' or control characters")
-		return fmt.Errorf("relay: client from %s: bad name %q", p.publicIP, h.Name)
-	}
+	// serve checked every field (Hello.Check) before this.
 	services := make([]string, 0, len(h.Services))
 	for _, sv := range h.Services {
-		if !validName(sv.Name) {
-			s.refuse(p, wire.CodeBadRequest, "bad service name "+quote(sv.Name))
-			return fmt.Errorf("relay: client %q: bad service name %q", h.Name, sv.Name)
-		}
 		services = append(services, sv.Name)
 	}
 	now := time.Now()
@@ -161,6 +146,13 @@ func (s *Server) serveClient(ctx context.Context, p *peerConn) error {
 	s.unregister(k, c)
 	c.closed.Store(true)
 	p.conn.Close()
+	if c.replaced.Load() {
+		// The Client is still here on its new connection, whose
+		// "connected" is already recorded: a Disconnected now would be
+		// false and out of order.
+		s.log.Info("client connection replaced", "client", c.name)
+		return nil
+	}
 	s.emit(event.ClientDisconnected(c.name, c.realIP, c.publicIP))
 	s.log.Info("client disconnected", "client", c.name, "reason", errText(err))
 	return nil
@@ -198,7 +190,7 @@ func (s *Server) clientLoop(ctx context.Context, c *client, p *peerConn) error {
 	defer stop()
 	for {
 		_ = c.conn.SetReadDeadline(time.Now().Add(s.deadAfter()))
-		t, payload, err := wire.ReadFrame(r)
+		t, payload, err := wire.ReadFrameMax(r, wire.MaxPeerFrame)
 		if err != nil {
 			if ne, ok := err.(interface{ Timeout() bool }); ok && ne.Timeout() {
 				return fmt.Errorf("no heartbeat for %s", s.deadAfter())

@@ -18,6 +18,7 @@ import (
 	"log/slog"
 	"net"
 	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -149,6 +150,10 @@ func (s *Server) SetCMPI(d time.Duration) {
 	if d <= 0 {
 		d = wire.DefaultCMPI
 	}
+	// The wire carries whole seconds: a shorter interval would reach the
+	// Client as 0 (its default, 60 s) while the gateway dropped it after
+	// three of its own.
+	d = max(d.Round(time.Second), time.Second)
 	if time.Duration(s.cmpi.Swap(int64(d))) == d {
 		return
 	}
@@ -201,12 +206,23 @@ func (s *Server) Accept(ctx context.Context, conn net.Conn, r *bufio.Reader, pub
 // HTTP layer read past the request; publicIP is the peer's address as seen
 // by the gateway. serve owns conn and closes it.
 func (s *Server) serve(ctx context.Context, conn net.Conn, r *bufio.Reader, publicIP string) error {
+	// A stop ends a handshake at once instead of at its deadline.
+	stopHandshake := context.AfterFunc(s.stopping, func() { conn.Close() })
 	h, nonce, err := s.handshake(conn, r)
+	if !stopHandshake() && err == nil {
+		err = ErrClosed
+	}
 	if err != nil {
 		conn.Close()
 		return err
 	}
 	p := &peerConn{conn: conn, r: r, publicIP: publicIP, nonce: nonce, hello: h}
+	if err := h.Check(); err != nil {
+		return s.refuseHello(p, err)
+	}
+	if h.Handshake != wire.HandshakeVersion {
+		return s.refuseVersion(p)
+	}
 	switch h.Role {
 	case wire.RoleClient:
 		return s.serveClient(ctx, p)
@@ -233,13 +249,13 @@ func (s *Server) handshake(conn net.Conn, r *bufio.Reader) (wire.Hello, []byte, 
 	_ = conn.SetDeadline(time.Now().Add(s.handshakeTimeout))
 	nonce := make([]byte, 32)
 	_, _ = rand.Read(nonce)
-	ch := wire.Challenge{Version: 1, Nonce: nonce, Salt: s.keys.salt, Node: s.node}
+	ch := wire.Challenge{Version: wire.HandshakeVersion, Nonce: nonce, Salt: s.keys.salt, Node: s.node}
 	if err := wire.WriteFrame(conn, wire.TypeChallenge, ch); err != nil {
 		return wire.Hello{}, nil, fmt.Errorf("relay: handshake: %w", err)
 	}
-	var h wire.Hello
-	if err := wire.Expect(r, wire.TypeHello, &h); err != nil {
-		_ = wire.WriteFrame(conn, wire.TypeError, wire.Error{Code: wire.CodeBadRequest, Message: "expected a hello frame"})
+	h, err := wire.ReadHello(r)
+	if err != nil {
+		_ = wire.WriteFrame(conn, wire.TypeError, wire.Error{Code: wire.CodeBadRequest, Message: fmt.Sprintf("expected a hello frame of at most %d bytes", wire.MaxHelloPayload)})
 		return wire.Hello{}, nil, fmt.Errorf("relay: handshake: %w", err)
 	}
 	if s.isClosed() {
@@ -251,6 +267,25 @@ func (s *Server) handshake(conn net.Conn, r *bufio.Reader) (wire.Hello, []byte, 
 		return wire.Hello{}, nil, fmt.Errorf("relay: refused %s from %s: no gateway keys", h.Role, conn.RemoteAddr())
 	}
 	return h, nonce, nil
+}
+
+// refuseHello turns away a Hello with a field out of bounds. Nothing the
+// peer sent has been believed yet, so the refusal is a security event that
+// holds only the escaped, truncated form of what it claimed (event.Safe),
+// and the peer learns which field failed but not whether its key is valid.
+func (s *Server) refuseHello(p *peerConn, err error) error {
+	h := p.hello
+	switch h.Role {
+	case wire.RoleBrowse:
+		s.emit(event.BrowseSecurityFailed(p.publicIP))
+	case wire.RoleConnect:
+		client, _, _ := strings.Cut(h.Target, "/")
+		s.emit(event.ControlSecurityFailed(h.Name, client, p.publicIP))
+	default:
+		s.emit(event.ClientSecurityFailed(h.Name, h.RealIP, p.publicIP))
+	}
+	s.refuse(p, wire.CodeBadRequest, "hello refused: "+err.Error())
+	return fmt.Errorf("relay: hello from %s: %w", p.publicIP, err)
 }
 
 // refuse sends an Error frame and closes the connection.

@@ -128,11 +128,24 @@ func (s *Server) serveConnect(ctx context.Context, p *peerConn) error {
 	s.mu.Lock()
 	s.pending[id] = po
 	s.mu.Unlock()
-	defer func() {
+	// However this ends, the request goes first, and an accept that took
+	// it in the meantime is answered rather than left waiting for a Ready.
+	abandoned := false
+	abandon := func() {
+		if abandoned {
+			return
+		}
+		abandoned = true
 		s.mu.Lock()
 		delete(s.pending, id)
 		s.mu.Unlock()
-	}()
+		select {
+		case late := <-po.accept:
+			s.refuse(late, wire.CodeNotFound, "the session request is no longer waiting")
+		default:
+		}
+	}
+	defer abandon()
 
 	// The Control waits for Ready as long as the Client may take to accept.
 	_ = p.conn.SetDeadline(time.Now().Add(s.openTimeout + 5*time.Second))
@@ -146,14 +159,21 @@ func (s *Server) serveConnect(ctx context.Context, p *peerConn) error {
 	select {
 	case acc = <-po.accept:
 	case reason := <-po.failed:
+		abandon()
 		s.refuse(p, wire.CodeUnavailable, fmt.Sprintf("Client %q could not open service %q: %s", c.name, service, reason))
 		return fmt.Errorf("relay: connect %q/%s: client failed: %s", clientName, service, reason)
 	case <-timer.C:
+		abandon()
 		s.refuse(p, wire.CodeUnavailable, fmt.Sprintf("Client %q did not answer the session request within %s", c.name, s.openTimeout))
 		return fmt.Errorf("relay: connect %q/%s: client did not answer", clientName, service)
 	case <-ctx.Done():
+		abandon()
 		s.refuse(p, wire.CodeShutdown, "gateway is shutting down")
 		return ctx.Err()
+	case <-s.stopping.Done():
+		abandon()
+		s.refuse(p, wire.CodeShutdown, "gateway is shutting down")
+		return ErrClosed
 	}
 
 	x := &session{
@@ -247,13 +267,16 @@ func (s *Server) serveAccept(p *peerConn) error {
 	}
 	if po != nil {
 		delete(s.pending, h.Target)
+		// Under the lock, so that a Control giving up (abandon) either
+		// finds the request still pending or finds this accept in the
+		// channel. It never blocks: one accept per request, buffer of one.
+		po.accept <- p
 	}
 	s.mu.Unlock()
 	if po == nil {
 		s.refuse(p, wire.CodeNotFound, "no session request "+quote(h.Target)+" is waiting for this Client")
 		return fmt.Errorf("relay: accept %q from %s: no such session", h.Target, p.publicIP)
 	}
-	po.accept <- p
 	return nil
 }
 
@@ -266,7 +289,7 @@ func (s *Server) openFailed(c *client, of wire.OpenFailed) {
 		return
 	}
 	select {
-	case po.failed <- of.Message:
+	case po.failed <- wire.CleanMessage(of.Message):
 	default:
 	}
 }
@@ -275,17 +298,19 @@ func (s *Server) openFailed(c *client, of wire.OpenFailed) {
 // cleanly (EOF) half-closes its destination, so the other side sees EOF and
 // can still answer; an error on either side tears the whole session down.
 func (s *Server) splice(x *session, fromControl, fromClient io.Reader) {
-	done := make(chan error, 1)
+	done := make(chan struct{})
 	go func() {
-		done <- s.copyHalf(x.b, fromControl, &x.up, &s.bytesUp)
+		defer close(done)
+		// An error (a reset) on this side ends the session at once, not
+		// when the other direction happens to end.
+		if err := s.copyHalf(x.b, fromControl, &x.up, &s.bytesUp); err != nil {
+			x.terminate()
+		}
 	}()
-	err1 := s.copyHalf(x.a, fromClient, &x.down, &s.bytesDown)
-	if err1 != nil {
+	if err := s.copyHalf(x.a, fromClient, &x.down, &s.bytesDown); err != nil {
 		x.terminate()
 	}
-	if err2 := <-done; err2 != nil {
-		x.terminate()
-	}
+	<-done
 }
 
 type closeWriter interface{ CloseWrite() error }

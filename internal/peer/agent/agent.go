@@ -40,7 +40,11 @@ type Config struct {
 
 // Agent runs a Client. Create it with New and call Run.
 type Agent struct {
-	cfg       Config
+	cfg Config
+	// keys derives the key's ClientKey on the first handshake and keeps it
+	// for the life of the process: the KDF is slow on purpose, and a Client
+	// handshakes again for every session and every reconnection.
+	keys      *peer.ClientKeys
 	log       *slog.Logger
 	connected atomic.Bool
 	sessions  sync.WaitGroup
@@ -75,7 +79,7 @@ func New(cfg Config) (*Agent, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Agent{cfg: cfg, log: log}, nil
+	return &Agent{cfg: cfg, keys: &peer.ClientKeys{Key: cfg.Key}, log: log}, nil
 }
 
 // Connected reports whether the Client is registered with the gateway now.
@@ -154,7 +158,7 @@ func (a *Agent) runOnce(ctx context.Context) (registered bool, err error) {
 		// address as far as the gateway's administrator cares.
 		realIP = ta.IP.String()
 	}
-	err = conn.Send(a.cfg.Key, wire.RoleClient, a.cfg.Name, "", func(h *wire.Hello) {
+	err = conn.SendKey(a.keys, wire.RoleClient, a.cfg.Name, "", func(h *wire.Hello) {
 		h.RealIP = realIP
 		h.OS = runtime.GOOS + "/" + runtime.GOARCH
 		h.Version = a.cfg.Version
@@ -297,15 +301,23 @@ func (a *Agent) session(ctx context.Context, ch *channel, o wire.Open) {
 		return
 	}
 	defer local.Close()
+	// Whatever stops the session's own connection, the Control hears it
+	// at once (open-failed on the control channel) rather than waiting
+	// for the gateway's open timeout.
+	failed := func(msg string) {
+		_ = ch.send(wire.TypeOpenFailed, wire.OpenFailed{SessionID: o.SessionID, Message: msg})
+	}
 	dial := <-gw
 	if dial.err != nil {
 		log.Warn("cannot open session connection", "err", dial.err)
+		failed("the Client could not open the session's connection to the gateway")
 		return
 	}
 	remote := dial.conn
 	defer remote.Close()
-	if err := remote.Send(a.cfg.Key, wire.RoleAccept, a.cfg.Name, o.SessionID, nil); err != nil {
+	if err := remote.SendKey(a.keys, wire.RoleAccept, a.cfg.Name, o.SessionID, nil); err != nil {
 		log.Warn("session handshake failed", "err", err)
+		failed("the Client's session connection failed its handshake")
 		return
 	}
 	var r wire.Ready
