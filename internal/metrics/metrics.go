@@ -25,6 +25,12 @@ type Sources struct {
 	Relay         func() relay.Stats
 	EventsPending func() int
 	EventsWritten func() uint64
+	// EventsQuarantined counts events the store refused for good (moved to
+	// the event log's quarantine file); nil exports nothing.
+	EventsQuarantined func() uint64
+	// EventsDropped counts events lost because the event log's memory or
+	// spool was full; nil exports nothing.
+	EventsDropped func() uint64
 }
 
 // Metrics holds the registry and the counters fed by events.
@@ -75,6 +81,14 @@ func New(src Sources) *Metrics {
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "switchboard_events_queued", Help: "Events waiting to be written to PostgreSQL (in memory or spooled)."},
 			func() float64 { return float64(src.EventsPending()) }),
 	)
+	if src.EventsQuarantined != nil {
+		reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "switchboard_events_quarantined_total", Help: "Events PostgreSQL refused for good, kept in the quarantine file instead."},
+			func() float64 { return float64(src.EventsQuarantined()) }))
+	}
+	if src.EventsDropped != nil {
+		reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "switchboard_events_dropped_total", Help: "Events lost because the event queue or spool was full."},
+			func() float64 { return float64(src.EventsDropped()) }))
+	}
 	return m
 }
 

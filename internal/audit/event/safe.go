@@ -28,14 +28,16 @@ const MaxMessage = 1024
 func OneLine(s string) string { return escape(s, MaxMessage) }
 
 func escape(s string, max int) string {
-	clean := true
-	for _, r := range s {
+	// Only the first max bytes are ever looked at: a huge value costs no
+	// more than a short one.
+	clean := len(s) <= max
+	for _, r := range s[:min(len(s), max)] {
 		if r == utf8.RuneError || !printable(r) {
 			clean = false
 			break
 		}
 	}
-	if clean && len(s) <= max {
+	if clean {
 		return s
 	}
 	var b strings.Builder

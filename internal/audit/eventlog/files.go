@@ -89,8 +89,9 @@ func (r *rotator) write(evs []event.Event) error {
 			return err
 		}
 	}
+	limit := int(min(int64(MaxLineBytes), r.max))
 	for _, e := range evs {
-		line := e.LogLine() + "\n"
+		line := logLine(e, limit)
 		if r.size > 0 && r.size+int64(len(line)) > r.max {
 			if err := r.next(); err != nil {
 				return err

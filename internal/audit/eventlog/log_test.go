@@ -199,6 +199,7 @@ func readAll(t *testing.T, dir string) logFiles {
 }
 
 func TestStoreOutageDeliversEverythingOnceInOrder(t *testing.T) {
+	t.Parallel()
 	st := &memStore{down: true}
 	l, err := New(Config{Store: st})
 	if err != nil {
@@ -220,34 +221,46 @@ func TestStoreOutageDeliversEverythingOnceInOrder(t *testing.T) {
 	}
 }
 
-func TestLongOutageSpillsToDiskAndComesBack(t *testing.T) {
+func TestLongOutageWaitsOnDiskAndTheSpoolIsTrimmedAfterwards(t *testing.T) {
+	t.Parallel()
 	spool := filepath.Join(t.TempDir(), "events.spool")
 	st := &memStore{down: true}
-	l, err := New(Config{Store: st, SpoolPath: spool, MaxPending: 100})
+	l, err := New(Config{Store: st, SpoolPath: spool, segmentBytes: 16 << 10, maxBackoff: 200 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
 	start(t, l)
 	for i := range 5000 {
 		l.Emit(event.Event{Message: msg(i)})
-		if i%500 == 0 {
-			time.Sleep(20 * time.Millisecond) // let the writer spill between bursts
-		}
 	}
-	waitUntil(t, "the spool to take the overflow", func() bool {
+	waitUntil(t, "the spool to take every event", func() bool {
 		l.mu.Lock()
 		defer l.mu.Unlock()
-		return len(l.head)+len(l.tail) <= 600 && l.spool.unread > 0
+		return len(l.queue) == 0 && l.queueBytes == 0
 	})
-	if fi, err := os.Stat(spool); err != nil || fi.Size() == 0 {
-		t.Fatalf("spool file empty during the outage: %v", err)
+	if p := l.Pending(); p != 5000 {
+		t.Fatalf("Pending = %d during the outage, want 5000", p)
+	}
+	if segs := segments(t, spool); len(segs) < 5 {
+		t.Fatalf("%d spool segments during the outage, want several of 16 KiB", len(segs))
 	}
 	st.set(false)
 	flush(t, l)
 	wantInOrder(t, st.messages(), 5000)
-	if fi, _ := os.Stat(spool); fi.Size() != 0 {
-		t.Errorf("spool holds %d bytes after delivery", fi.Size())
+	// Trimmed: at most the segment being appended to is left.
+	if segs := segments(t, spool); len(segs) > 1 {
+		t.Errorf("%d spool segments after delivery, want at most 1: %v", len(segs), segs)
 	}
+}
+
+// segments lists the spool's segment files.
+func segments(t *testing.T, spool string) []string {
+	t.Helper()
+	segs, err := filepath.Glob(filepath.Join(spool, "*"+segmentExt))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return segs
 }
 
 func TestShutdownDuringOutageSpoolsForTheNextStart(t *testing.T) {
@@ -279,9 +292,10 @@ func TestShutdownDuringOutageSpoolsForTheNextStart(t *testing.T) {
 }
 
 func TestEmitNeverBlocksOnAHungStore(t *testing.T) {
+	t.Parallel()
 	st := &memStore{hang: true}
 	dir := t.TempDir()
-	l, err := New(Config{Store: st, Dir: dir, SpoolPath: filepath.Join(dir, "spool"), MaxPending: 1000})
+	l, err := New(Config{Store: st, Dir: dir, SpoolPath: filepath.Join(dir, "spool"), MaxPending: 1000, finalTimeout: 100 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
