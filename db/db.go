@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync/atomic"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -16,6 +17,7 @@ import (
 	"github.com/jackc/pgx/v5/stdlib"
 	"github.com/pressly/goose/v3"
 
+	"github.com/switchboard/switchboard/internal/auth/sealed"
 	"github.com/switchboard/switchboard/migrations"
 )
 
@@ -34,6 +36,8 @@ const migrationLockID int64 = 0x5357_4254_4d49_4752 // "SWBTMIGR"
 type DB struct {
 	pool   *pgxpool.Pool
 	logger *slog.Logger
+	// secrets seals TOTP secrets and secret settings; see UseSecretsKey.
+	secrets atomic.Pointer[sealed.Box]
 }
 
 // Open connects to the database at url (a pgx connection string), checks

@@ -31,9 +31,22 @@ type Operator struct {
 	// connection from a Control (the console always asks for it).
 	Require2FA bool
 	// TOTPSecret is the enrolled base32 secret; empty when not enrolled.
-	TOTPSecret    string
+	// It is stored sealed (see UseSecretsKey) and read back in clear.
+	TOTPSecret string
+	// TOTPUnreadable tells that a secret is enrolled but cannot be
+	// decrypted with the secrets key in use: TOTPSecret then holds the
+	// sealed text (so that it is not empty and the factor is still asked
+	// for, and fails), never a usable secret. `operators reset-totp`
+	// clears it.
+	TOTPUnreadable bool
+	// FailedSignins counts the sign-in attempts recorded for this operator
+	// in its (operator, address) pairs, the pending ones included; pairs
+	// that no longer count are deleted within minutes.
 	FailedSignins int
-	LockedUntil   time.Time // zero when not locked
+	// LockedUntil is the end of the latest lock among this operator's
+	// (operator, address) pairs; zero when none is locked. The operator
+	// is refused only from those addresses.
+	LockedUntil time.Time
 }
 
 // Second factors.
@@ -46,25 +59,42 @@ const (
 // IsAdmin reports whether the operator may use the console.
 func (o Operator) IsAdmin() bool { return o.Role == RoleAdmin && !o.Disabled }
 
-const operatorColumns = "id, name, password_hash, role, disabled, created_at, factor, require_2fa, totp_secret, failed_signins, locked_until"
+// operatorColumns are an Operator's columns, for queries FROM (or
+// RETURNING of) operators; the throttle fields come from signin_throttle.
+const operatorColumns = `operators.id, name, password_hash, role, disabled, created_at, factor, require_2fa, totp_secret,
+	(SELECT coalesce(sum(t.attempts), 0)::int FROM signin_throttle t WHERE t.operator_id = operators.id),
+	(SELECT max(t.locked_until) FROM signin_throttle t WHERE t.operator_id = operators.id AND t.locked_until > now())`
 
-func scanOperator(row pgx.Row) (Operator, error) {
+// scanOperator reads an operator and opens its TOTP secret.
+func (db *DB) scanOperator(row pgx.Row) (Operator, error) {
 	var o Operator
 	var locked *time.Time
 	err := row.Scan(&o.ID, &o.Name, &o.PasswordHash, &o.Role, &o.Disabled, &o.CreatedAt,
 		&o.Factor, &o.Require2FA, &o.TOTPSecret, &o.FailedSignins, &locked)
+	if err != nil {
+		return Operator{}, err
+	}
 	if locked != nil {
 		o.LockedUntil = *locked
 	}
-	return o, err
+	if secret, err := db.open(o.TOTPSecret, totpAD(o.Name)); err != nil {
+		o.TOTPUnreadable = true
+	} else {
+		o.TOTPSecret = secret
+	}
+	return o, nil
 }
+
+// totpAD binds a sealed TOTP secret to its operator. Operators cannot be
+// renamed; a rename would have to seal the secret again.
+func totpAD(name string) string { return "totp:" + name }
 
 // AddOperator stores o; ErrConflict if the name is taken.
 func (db *DB) AddOperator(ctx context.Context, o Operator) (Operator, error) {
 	row := db.pool.QueryRow(ctx,
 		"INSERT INTO operators (name, password_hash, role, disabled) VALUES ($1, $2, $3, $4) RETURNING "+operatorColumns,
 		o.Name, o.PasswordHash, o.Role, o.Disabled)
-	added, err := scanOperator(row)
+	added, err := db.scanOperator(row)
 	if isUniqueViolation(err) {
 		return Operator{}, fmt.Errorf("db: add operator %s: %w", o.Name, ErrConflict)
 	}
@@ -76,7 +106,7 @@ func (db *DB) AddOperator(ctx context.Context, o Operator) (Operator, error) {
 
 // Operator returns the operator called name, or ErrNotFound.
 func (db *DB) Operator(ctx context.Context, name string) (Operator, error) {
-	o, err := scanOperator(db.pool.QueryRow(ctx, "SELECT "+operatorColumns+" FROM operators WHERE name = $1", name))
+	o, err := db.scanOperator(db.pool.QueryRow(ctx, "SELECT "+operatorColumns+" FROM operators WHERE name = $1", name))
 	if errors.Is(err, pgx.ErrNoRows) {
 		return Operator{}, fmt.Errorf("db: operator %s: %w", name, ErrNotFound)
 	}
@@ -92,7 +122,7 @@ func (db *DB) Operators(ctx context.Context) ([]Operator, error) {
 	if err != nil {
 		return nil, fmt.Errorf("db: operators: %w", err)
 	}
-	ops, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (Operator, error) { return scanOperator(row) })
+	ops, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (Operator, error) { return db.scanOperator(row) })
 	if err != nil {
 		return nil, fmt.Errorf("db: operators: %w", err)
 	}

@@ -59,6 +59,10 @@ func refusalMessage(err error, fallback string) string {
 		return "The Duo Push was denied."
 	case errors.Is(err, signin.ErrDuoTimeout):
 		return "The Duo Push was not answered in time."
+	case errors.Is(err, signin.ErrUnavailable):
+		return "The gateway cannot reach its database, so passwords cannot be checked right now. Try again shortly."
+	case errors.Is(err, signin.ErrTOTPUnreadable):
+		return "Your authenticator enrolment cannot be read on this gateway (its secrets key changed). Ask an administrator to reset your TOTP."
 	}
 	return fallback
 }

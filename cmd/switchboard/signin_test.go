@@ -175,8 +175,8 @@ func TestControlSignIn(t *testing.T) {
 	}
 }
 
-// TestControlLockout: repeated failures lock the account; while locked even
-// the right password is refused.
+// TestControlLockout: repeated failures lock the operator out from that
+// address; while locked even the right password is refused from there.
 func TestControlLockout(t *testing.T) {
 	g := mustStartGateway(t)
 	addOperator(t, g, opName, opPassword, db.RoleOperator)
@@ -189,11 +189,11 @@ func TestControlLockout(t *testing.T) {
 			t.Fatalf("failure %d: %v", i+1, err)
 		}
 	}
-	g.waitEvent(t, "Operator alice locked out")
+	g.waitEvent(t, "Operator alice locked out for 127.0.0.1")
 	c.Password = func(context.Context) (string, error) { return opPassword, nil }
 	_, err := c.Browse(ctx)
 	if wireCode(err) != wire.CodeLocked {
-		t.Fatalf("a locked account must be refused even with its password: %v", err)
+		t.Fatalf("a locked (operator, address) must be refused even with its password: %v", err)
 	}
 	op, err := g.DB().Operator(ctx, opName)
 	if err != nil || !op.LockedUntil.After(time.Now().Add(10*time.Minute)) {

@@ -244,11 +244,13 @@ func SigninFailed(operator, ip string) Event {
 	return e
 }
 
-// OperatorLockedOut reports an account locked after repeated failures.
-func OperatorLockedOut(operator string) Event {
-	operator = Safe(operator)
-	e := newEvent(KindOperator, fmt.Sprintf("Operator %s locked out", operator))
-	e.Operator = operator
+// OperatorLockedOut reports an operator refused from one address (an IPv4
+// address or an IPv6 /64) after repeated failures from it; the operator's
+// sign-ins from other addresses go on.
+func OperatorLockedOut(operator, address, ip string) Event {
+	operator, address, ip = Safe(operator), Safe(address), Safe(ip)
+	e := newEvent(KindOperator, fmt.Sprintf("Operator %s locked out for %s", operator, address))
+	e.Operator, e.PublicIP = operator, ip
 	return e
 }
 

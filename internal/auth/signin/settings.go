@@ -2,9 +2,12 @@ package signin
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strconv"
 	"time"
+
+	"github.com/switchboard/switchboard/db"
 )
 
 // Settings are the console's 2FA tab.
@@ -17,7 +20,11 @@ type Settings struct {
 
 	DuoIntegrationKey string
 	DuoSecretKey      string // write-only: the console never shows it again
-	DuoAPIHost        string
+	// DuoSecretUnreadable tells that a Duo secret key is stored but cannot
+	// be decrypted with the secrets key in use (DuoSecretKey is then
+	// empty): Duo Push refuses every sign-in until it is entered again.
+	DuoSecretUnreadable bool
+	DuoAPIHost          string
 	// DuoFailOpen admits operators without Duo when Duo cannot be reached;
 	// the default is to refuse them (fail closed).
 	DuoFailOpen bool
@@ -48,7 +55,7 @@ const (
 	keyRequire     = "twofa_require_all"
 	keyTokenTTL    = "control_token_ttl_seconds"
 	keyDuoIKey     = "duo_integration_key"
-	keyDuoSKey     = "duo_secret_key"
+	keyDuoSKey     = db.SettingDuoSecretKey // stored sealed
 	keyDuoHost     = "duo_api_host"
 	keyDuoFailOpen = "duo_fail_open"
 	keyDuoTimeout  = "duo_timeout_seconds"
@@ -62,10 +69,13 @@ type SettingsStore interface {
 	SetSettings(ctx context.Context, values map[string]string) error
 }
 
-// LoadSettings reads the stored settings over the defaults.
+// LoadSettings reads the stored settings over the defaults. A Duo secret
+// key that cannot be decrypted is no error: DuoSecretUnreadable says so,
+// and only Duo Push refuses.
 func LoadSettings(ctx context.Context, st SettingsStore) (Settings, error) {
 	rows, err := st.Settings(ctx, settingNames)
-	if err != nil {
+	unreadable := errors.Is(err, db.ErrSecretUnreadable)
+	if err != nil && !unreadable {
 		return Settings{}, fmt.Errorf("signin: load settings: %w", err)
 	}
 	s := DefaultSettings
@@ -98,11 +108,13 @@ func LoadSettings(ctx context.Context, st SettingsStore) (Settings, error) {
 		}
 	}
 	s.DuoIntegrationKey, s.DuoSecretKey, s.DuoAPIHost = rows[keyDuoIKey], rows[keyDuoSKey], rows[keyDuoHost]
+	s.DuoSecretUnreadable = unreadable && s.DuoSecretKey == ""
 	return s, nil
 }
 
 // SaveSettings stores s. An empty DuoSecretKey keeps the stored one, so a
-// form that never shows the secret can be saved without retyping it.
+// form that never shows the secret can be saved without retyping it. The
+// store seals the secret key (db.UseSecretsKey).
 func SaveSettings(ctx context.Context, st SettingsStore, s Settings) error {
 	if err := s.Validate(); err != nil {
 		return err
