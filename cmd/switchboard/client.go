@@ -22,6 +22,7 @@ import (
 type gatewayFlags struct {
 	gateway     string
 	key         string
+	keyFile     string
 	ca          string
 	fingerprint string
 	proxy       string
@@ -29,13 +30,36 @@ type gatewayFlags struct {
 
 func (g *gatewayFlags) add(fs *flagSet) {
 	fs.StringVar(&g.gateway, "gateway", "", "gateway address: https://host:port, http://host:port, or host:port (https)")
-	fs.StringVar(&g.key, "key", "", "gateway key (at least 8 characters)")
+	fs.StringVar(&g.key, "key", "", "gateway key (at least 8 characters); prefer --key-file or SWITCHBOARD_KEY, which other users cannot see")
+	fs.StringVar(&g.keyFile, "key-file", "", "read the gateway key from this file (mode 600)")
 	fs.StringVar(&g.ca, "ca", "", "PEM file of certificate authorities to trust for the gateway instead of the system's")
 	fs.StringVar(&g.fingerprint, "fingerprint", "", "pin the gateway's certificate by its SHA-256 fingerprint (what a self-signed gateway prints at start)")
 	fs.StringVar(&g.proxy, "proxy", "", "HTTP proxy, http://[user:password@]host:port; default from HTTPS_PROXY/NO_PROXY; \"none\" for none")
 }
 
+// keySafer is what warnSecretFlags suggests instead of --key.
+var keySafer = map[string]string{"key": "--key-file or SWITCHBOARD_KEY"}
+
+// resolveKey reads --key-file when it is given.
+func (g *gatewayFlags) resolveKey() error {
+	if g.keyFile == "" {
+		return nil
+	}
+	if g.key != "" {
+		return fmt.Errorf("give the gateway key once: --key or --key-file")
+	}
+	k, err := readSecretFile("key-file", g.keyFile)
+	if err != nil {
+		return err
+	}
+	g.key = k
+	return nil
+}
+
 func (g *gatewayFlags) dialer(userAgent string) (peer.Dialer, error) {
+	if err := g.resolveKey(); err != nil {
+		return peer.Dialer{}, err
+	}
 	if g.gateway == "" {
 		return peer.Dialer{}, fmt.Errorf("--gateway is required")
 	}
@@ -156,6 +180,7 @@ func (e *cmdEnv) client(ctx context.Context, args []string) error {
 	if len(pos) > 0 {
 		return fmt.Errorf("client takes no arguments (got %q)", pos)
 	}
+	fs.warnSecretFlags(e.stderr, keySafer)
 	d, svc, err := cf.resolve(fs)
 	if err != nil {
 		return err

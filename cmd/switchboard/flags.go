@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime"
 	"strings"
 )
 
@@ -59,7 +60,9 @@ func (fs *flagSet) parse(args []string) ([]string, error) {
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
 	var err error
 	fs.VisitAll(func(f *flag.Flag) {
-		if set[f.Name] || err != nil {
+		// A file given for a secret (--key-file) on the command line wins
+		// over the secret in the environment (SWITCHBOARD_KEY).
+		if set[f.Name] || set[f.Name+"-file"] || err != nil {
 			return
 		}
 		v, ok := os.LookupEnv(envName(f.Name))
@@ -101,4 +104,43 @@ func (l *listFlag) String() string { return strings.Join(*l, ",") }
 func (l *listFlag) Set(v string) error {
 	*l = append(*l, v)
 	return nil
+}
+
+// warnSecretFlags warns about each named flag that was given on the command
+// line, where every user of the machine can read it (ps, /proc/PID/cmdline);
+// safer names the file or environment form to use instead. Values set from
+// the environment or a file are not warned about.
+func (fs *flagSet) warnSecretFlags(w io.Writer, safer map[string]string) {
+	fs.Visit(func(f *flag.Flag) {
+		if alt, ok := safer[f.Name]; ok && f.Value.String() != "" {
+			fmt.Fprintf(w, "warning: --%s on the command line can be read by every user of this machine (ps, /proc); use %s instead\n", f.Name, alt)
+		}
+	})
+}
+
+// readSecretFile reads a secret (a key, a password) from a file: the first
+// line, without its line ending. A file that others may read is refused,
+// since the point of the file is that they cannot.
+func readSecretFile(flagName, path string) (string, error) {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return "", fmt.Errorf("--%s: %w", flagName, err)
+	}
+	if fi.Mode().Perm()&0o077 != 0 && runtime.GOOS != "windows" {
+		return "", fmt.Errorf("--%s: %s can be read by other users (mode %04o): chmod 600 %s", flagName, path, fi.Mode().Perm(), path)
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", fmt.Errorf("--%s: %w", flagName, err)
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	return strings.TrimRight(line, "\r"), nil
+}
+
+// isSetOnCommandLine reports whether a flag was given as an argument (not
+// from the environment).
+func (fs *flagSet) isSetOnCommandLine(name string) bool {
+	found := false
+	fs.Visit(func(f *flag.Flag) { found = found || f.Name == name })
+	return found
 }

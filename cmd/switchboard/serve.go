@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"net/url"
 	"os"
 	"strconv"
 	"strings"
@@ -24,7 +25,8 @@ here, or switchboard keys add).`, e.stderr)
 	addStoreFlags(fs, &cfg.Store)
 	var listen, keys listFlag
 	fs.Var(&listen, "listen", "address to listen on, IP:PORT or :PORT (repeatable; default :443, all interfaces)")
-	fs.Var(&keys, "gateway-key", "a gateway key to add at start, at least 8 characters (repeatable)")
+	fs.Var(&keys, "gateway-key", "a gateway key to add at start, at least 8 characters (repeatable); prefer --gateway-key-file or SWITCHBOARD_GATEWAY_KEY, which other users cannot see")
+	keyFile := fs.String("gateway-key-file", "", "file of gateway keys to add at start, one per line (mode 600)")
 	fs.StringVar(&cfg.TLSCert, "tls-cert", "", "PEM certificate (chain) file for https; reloaded when the file is replaced")
 	fs.StringVar(&cfg.TLSKey, "tls-key", "", "PEM private key file for https")
 	var acmeDomains, trusted listFlag
@@ -35,6 +37,7 @@ here, or switchboard keys add).`, e.stderr)
 	fs.BoolVar(&cfg.BlockUnencrypted, "block-unencrypted", false, "refuse Clients and Controls that do not use https")
 	fs.Var(&trusted, "trusted-proxy", "address or CIDR of a TLS-terminating reverse proxy whose X-Forwarded-Proto/For are believed (repeatable)")
 	fs.StringVar(&cfg.DuoCA, "duo-ca", "", "PEM file of certificate authorities to trust for the Duo API host instead of the bundle Duo's library carries (an inspecting proxy, or a test)")
+	fs.StringVar(&cfg.SecretsKeyFile, "secrets-key-file", "", "file of the 32-byte key that encrypts TOTP secrets and the Duo secret key in the database (default DATA-DIR/secrets.key, made on the first start); every node of a cluster needs the same key")
 	fs.IntVar(&cfg.MaxClients, "max-clients", 0, "licensed maximum of concurrent Clients; 0 is unlimited")
 	cmpi := fs.Int("cmpi", 60, "Comms Management Packet Interval: seconds between a Client's heartbeats")
 	fs.StringVar(&cfg.LogDir, "log-dir", "", "folder of the GW001.log, GW002.log, ... event logs (default DATA-DIR/logs)")
@@ -53,6 +56,17 @@ here, or switchboard keys add).`, e.stderr)
 	}
 	if len(pos) > 0 {
 		return fmt.Errorf("serve takes no arguments (got %q)", pos)
+	}
+	fs.warnSecretFlags(e.stderr, map[string]string{"gateway-key": "--gateway-key-file or SWITCHBOARD_GATEWAY_KEY"})
+	if fs.isSetOnCommandLine("database-url") && urlHasPassword(cfg.DatabaseURL) {
+		fmt.Fprintln(e.stderr, "warning: the --database-url on the command line holds a password that every user of this machine can read (ps, /proc); use SWITCHBOARD_DATABASE_URL or a .pgpass file instead")
+	}
+	if *keyFile != "" {
+		fileKeys, err := readKeysFile(*keyFile)
+		if err != nil {
+			return err
+		}
+		keys = append(keys, fileKeys...)
 	}
 	cfg.Listen, cfg.GatewayKeys, cfg.ACMEDomains, cfg.TrustedProxies = listen, keys, acmeDomains, trusted
 	if len(cfg.Listen) == 0 {
@@ -112,6 +126,38 @@ func (e *cmdEnv) printServeHints(ctx context.Context, g *gateway.Gateway, cfg ga
 	if n, err := g.DB().CountAdmins(ctx); err == nil && n == 0 {
 		fmt.Fprintf(e.stderr, "no console administrator exists yet: create one with `switchboard operators %s add NAME --admin`, then open /console\n", where)
 	}
+}
+
+// readKeysFile reads --gateway-key-file: one key a line; blank lines and
+// lines starting with # are skipped.
+func readKeysFile(path string) ([]string, error) {
+	if _, err := readSecretFile("gateway-key-file", path); err != nil {
+		return nil, err // the mode check
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("--gateway-key-file: %w", err)
+	}
+	var keys []string
+	for _, line := range strings.Split(string(b), "\n") {
+		line = strings.TrimRight(line, "\r")
+		if strings.TrimSpace(line) == "" || strings.HasPrefix(strings.TrimSpace(line), "#") {
+			continue
+		}
+		keys = append(keys, line)
+	}
+	return keys, nil
+}
+
+// urlHasPassword reports whether a PostgreSQL URL or key=value string
+// carries a password.
+func urlHasPassword(s string) bool {
+	if u, err := url.Parse(s); err == nil && u.User != nil {
+		if _, ok := u.User.Password(); ok {
+			return true
+		}
+	}
+	return strings.Contains(s, "password=")
 }
 
 // consoleHost is how a browser on this machine reaches a listen address.

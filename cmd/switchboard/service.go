@@ -126,6 +126,7 @@ func (e *cmdEnv) clientService(ctx context.Context, verb string, args []string) 
 	if len(pos) > 0 {
 		return fmt.Errorf("client %s takes no arguments (got %q)", verb, pos)
 	}
+	fs.warnSecretFlags(e.stderr, keySafer)
 	switch verb {
 	case "install":
 		if _, _, err := cf.resolve(fs); err != nil {

@@ -44,6 +44,10 @@ type Config struct {
 	// DuoCA is a PEM file of authorities trusted for the Duo API host
 	// instead of the bundle Duo's library carries.
 	DuoCA string
+	// SecretsKeyFile is the 32-byte key that encrypts TOTP secrets and the
+	// Duo secret key in the database; empty is DataDir/secrets.key, made on
+	// the first start. Every node of a cluster needs the same key.
+	SecretsKeyFile string
 	// Explicit tells which settings were given at start (flag or
 	// environment, by flag name): those win over the stored configuration.
 	// Nil means all of them.
