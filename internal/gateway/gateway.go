@@ -98,6 +98,10 @@ func Start(ctx context.Context, cfg Config) (_ *Gateway, err error) {
 	}
 	g.closeStore = closeStore
 	g.store.db.Store(st)
+	// TOTP secrets and the Duo secret key are sealed with a key kept out of the database.
+	if err := signin.ProtectSecrets(ctx, st, cfg.SecretsKeyFile, cfg.DataDir, log); err != nil {
+		return nil, err
+	}
 	rc, err := loadRuntimeConfig(ctx, st, cfg.runtimeConfig(), cfg.Explicit)
 	if err != nil {
 		return nil, err
@@ -115,7 +119,7 @@ func Start(ctx context.Context, cfg Config) (_ *Gateway, err error) {
 			return nil, fmt.Errorf("--gateway-key: %w", err)
 		}
 	}
-	keys, err := st.Keys(ctx)
+	keys, err := loadKeys(ctx, st, log) // converts version 1 keys first
 	if err != nil {
 		return nil, err
 	}
@@ -124,6 +128,7 @@ func Start(ctx context.Context, cfg Config) (_ *Gateway, err error) {
 	if len(cfg.MetricsAllow) > 0 {
 		m = metrics.New(metrics.Sources{
 			Relay: func() relay.Stats { return g.relay.Stats() }, EventsPending: g.events.Pending, EventsWritten: g.events.Written,
+			EventsQuarantined: g.events.Quarantined, EventsDropped: g.events.Dropped,
 		})
 		sink = m.Sink(g.events)
 	}
@@ -138,6 +143,10 @@ func Start(ctx context.Context, cfg Config) (_ *Gateway, err error) {
 		sink.Emit(e)
 	})
 	signins := signin.New(signin.Config{Store: st, Events: nodeSink, Logger: log, DuoRoots: duoRoots})
+	// What admits Controls, in memory before anyone is admitted: it admits them through a database outage.
+	if err := signins.Load(ctx); err != nil {
+		return nil, err
+	}
 	g.relay = relay.New(relay.Config{
 		Node: cfg.Node, Salt: salt, MaxClients: rc.MaxClients, CMPI: rc.CMPI,
 		Events: sink, Logger: log, Auth: signins,
@@ -146,6 +155,7 @@ func Start(ctx context.Context, cfg Config) (_ *Gateway, err error) {
 	if len(keys) == 0 {
 		g.events.Emit(event.NoKeys())
 	}
+	g.closePreviousRun(ctx, st)
 	if err := g.setupTLS(ctx, rc); err != nil {
 		return nil, err
 	}
@@ -198,6 +208,11 @@ func Start(ctx context.Context, cfg Config) (_ *Gateway, err error) {
 	go func() {
 		defer g.bg.Done()
 		g.poll(pollCtx)
+	}()
+	g.bg.Add(1)
+	go func() {
+		defer g.bg.Done()
+		signins.Run(pollCtx)
 	}()
 	return g, nil
 }
@@ -405,7 +420,7 @@ func (g *Gateway) poll(ctx context.Context) {
 }
 
 func (g *Gateway) pollOnce(ctx context.Context) error {
-	keys, err := g.DB().Keys(ctx)
+	keys, err := loadKeys(ctx, g.DB(), g.log)
 	if err != nil {
 		return err
 	}
@@ -653,4 +668,41 @@ func (g *Gateway) applySecurity(c config.Config) error {
 	}
 	g.security.Store(&handlers.Security{BlockUnencrypted: c.BlockUnencrypted && g.tls != nil, TrustedProxies: proxies})
 	return nil
+}
+
+// closePreviousRun records as ended what this node's previous run left
+// open when it died without its stop event (kill -9, power loss), so the
+// history has no Client that connected and never left. It runs after the
+// event log has delivered what the previous run spooled, and before this
+// run's start event. If the store cannot be read now, the holes stay and
+// the next start tries again.
+func (g *Gateway) closePreviousRun(ctx context.Context, st *db.DB) {
+	fctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := g.events.Flush(fctx); err != nil {
+		g.log.Warn("cannot check how the previous run ended: spooled events are not stored yet", "err", err)
+		return
+	}
+	lo, err := st.LeftOpenBy(fctx, g.cfg.Node, event.GatewayStartedPrefix, event.StopTexts())
+	if err != nil {
+		g.log.Warn("cannot check how the previous run ended", "err", err)
+		return
+	}
+	if !lo.Abnormal {
+		return
+	}
+	g.log.Warn("the previous run of this node stopped abnormally; recording its Clients and sessions as ended",
+		"clients", len(lo.Clients), "sessions", len(lo.Sessions))
+	// In the order of an orderly stop: sessions, Clients, then the stop.
+	for _, s := range lo.Sessions {
+		e := event.SessionEnded(s.Control, s.Client, s.PublicIP)
+		e.Time, e.Reason = lo.LastEvent, event.ReasonAbnormalStop
+		g.events.Emit(e)
+	}
+	for _, c := range lo.Clients {
+		e := event.ClientDisconnected(c.Client, c.RealIP, c.PublicIP)
+		e.Time, e.Reason = lo.LastEvent, event.ReasonAbnormalStop
+		g.events.Emit(e)
+	}
+	g.events.Emit(event.GatewayStoppedAbnormally(lo.LastEvent))
 }
