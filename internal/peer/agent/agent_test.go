@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"net/http"
 	"net/url"
 	"os"
 	"runtime"
@@ -21,6 +20,7 @@ import (
 
 	"github.com/switchboard/switchboard/internal/peer"
 	"github.com/switchboard/switchboard/internal/peer/agent"
+	"github.com/switchboard/switchboard/internal/peer/peertest"
 	"github.com/switchboard/switchboard/relay/wire"
 )
 
@@ -39,10 +39,10 @@ type runningAgent struct {
 }
 
 // agentConfig is a Client of g (nil: set Dialer yourself) that retries quickly.
-func agentConfig(g *testGateway, name string, services map[string]string) agent.Config {
+func agentConfig(g *peertest.Gateway, name string, services map[string]string) agent.Config {
 	var d peer.Dialer
 	if g != nil {
-		d = g.dialer()
+		d = g.Dialer()
 	}
 	return agent.Config{
 		Dialer:             d,
@@ -52,7 +52,7 @@ func agentConfig(g *testGateway, name string, services map[string]string) agent.
 		Version:            "test-1.0",
 		MinBackoff:         10 * time.Millisecond,
 		MaxBackoff:         100 * time.Millisecond,
-		ServiceDialTimeout: wait,
+		ServiceDialTimeout: peertest.Wait,
 	}
 }
 
@@ -76,8 +76,8 @@ func (ra *runningAgent) stop(t testing.TB) error {
 		ra.cancel()
 		select {
 		case ra.err = <-ra.done:
-		case <-time.After(wait):
-			t.Fatalf("Run did not return within %s of its context ending", wait)
+		case <-time.After(peertest.Wait):
+			t.Fatalf("Run did not return within %s of its context ending", peertest.Wait)
 		}
 	})
 	return ra.err
@@ -85,7 +85,7 @@ func (ra *runningAgent) stop(t testing.TB) error {
 
 func (ra *runningAgent) waitConnected(t testing.TB) {
 	t.Helper()
-	waitFor(t, "the agent to register", ra.Connected)
+	peertest.WaitFor(t, "the agent to register", ra.Connected)
 }
 
 func TestNewChecksConfig(t *testing.T) {
@@ -117,20 +117,20 @@ func TestNewChecksConfig(t *testing.T) {
 
 func TestRegistersNameAndServices(t *testing.T) {
 	t.Parallel()
-	g := startGateway(t, gatewayConfig{keys: []string{key}})
-	echo := echoServer(t)
+	g := peertest.Start(t, peertest.Config{Keys: []string{key}})
+	echo := peertest.EchoServer(t)
 	a := startAgent(t, agentConfig(g, "pc-1", map[string]string{"vnc": echo, "ssh": echo, "rdp": echo}))
 	a.waitConnected(t)
-	g.waitEvent(t, "Client pc-1 connected")
+	g.WaitEvent(t, "Client pc-1 connected")
 
-	c, ok := g.client("pc-1")
+	c, ok := g.Client("pc-1")
 	if !ok {
 		t.Fatalf("gateway does not list pc-1; it lists %+v", g.Relay.Clients())
 	}
 	if want := []string{"rdp", "ssh", "vnc"}; !slices.Equal(c.Services, want) {
 		t.Errorf("services = %v, want %v", c.Services, want)
 	}
-	if want := keysOf(key)[0].KeyID; c.KeyID != want {
+	if want := peertest.Keys(key)[0].KeyID; c.KeyID != want {
 		t.Errorf("key ID = %s, want %s", c.KeyID, want)
 	}
 	if c.Version != "test-1.0" {
@@ -150,21 +150,21 @@ func TestRegistersNameAndServices(t *testing.T) {
 // heartbeats collects the distinct times the gateway last heard from the
 // Client until it has n of them (each one a frame the Client sent after
 // registering, here only heartbeats).
-func heartbeats(t testing.TB, g *testGateway, name string, n int) {
+func heartbeats(t testing.TB, g *peertest.Gateway, name string, n int) {
 	t.Helper()
-	c, ok := g.client(name)
+	c, ok := g.Client(name)
 	if !ok {
 		t.Fatalf("%s is not connected", name)
 	}
 	since := c.ConnectedSince
 	seen := map[int64]bool{}
-	waitFor(t, "heartbeats", func() bool {
-		c, ok := g.client(name)
+	peertest.WaitFor(t, "heartbeats", func() bool {
+		c, ok := g.Client(name)
 		if !ok {
-			t.Fatalf("%s was dropped; events: %q", name, g.Events.messages())
+			t.Fatalf("%s was dropped; events: %q", name, g.Events.Messages())
 		}
 		if !c.ConnectedSince.Equal(since) {
-			t.Fatalf("%s registered again; events: %q", name, g.Events.messages())
+			t.Fatalf("%s registered again; events: %q", name, g.Events.Messages())
 		}
 		if hb := c.LastHeartbeat.UnixNano(); hb > since.UnixNano() {
 			seen[hb] = true
@@ -180,17 +180,17 @@ func TestHeartbeatsAtTheGatewaysCMPI(t *testing.T) {
 		// One second is the shortest CMPI the wire carries. Heartbeats
 		// within the 5 s wait, on one registration, show the Client uses
 		// it and not the default minute.
-		g := startGateway(t, gatewayConfig{keys: []string{key}, cmpi: time.Second})
+		g := peertest.Start(t, peertest.Config{Keys: []string{key}, CMPI: time.Second})
 		a := startAgent(t, agentConfig(g, "pc", nil))
 		a.waitConnected(t)
 		heartbeats(t, g, "pc", 2)
-		if n := g.Events.count("Client pc Disconnected"); n != 0 {
+		if n := g.Events.Count("Client pc Disconnected"); n != 0 {
 			t.Fatalf("the gateway dropped the Client %d times", n)
 		}
 	})
 	t.Run("changed by config", func(t *testing.T) {
 		t.Parallel()
-		g := startGateway(t, gatewayConfig{keys: []string{key}}) // the default minute
+		g := peertest.Start(t, peertest.Config{Keys: []string{key}}) // the default minute
 		a := startAgent(t, agentConfig(g, "pc", nil))
 		a.waitConnected(t)
 		g.Relay.SetCMPI(time.Second)
@@ -201,7 +201,7 @@ func TestHeartbeatsAtTheGatewaysCMPI(t *testing.T) {
 // The gateway's CMPI is a time.Duration but the wire carries whole seconds.
 func TestSubSecondCMPI(t *testing.T) {
 	t.Parallel()
-	g := startGateway(t, gatewayConfig{keys: []string{key}, cmpi: 100 * time.Millisecond})
+	g := peertest.Start(t, peertest.Config{Keys: []string{key}, CMPI: 100 * time.Millisecond})
 	a := startAgent(t, agentConfig(g, "pc", nil))
 	a.waitConnected(t)
 	heartbeats(t, g, "pc", 3)
@@ -209,15 +209,15 @@ func TestSubSecondCMPI(t *testing.T) {
 
 func TestSessionReachesLocalService(t *testing.T) {
 	t.Parallel()
-	g := startGateway(t, gatewayConfig{keys: []string{key}})
-	a := startAgent(t, agentConfig(g, "pc", map[string]string{"echo": echoServer(t), "digest": digestServer(t)}))
+	g := peertest.Start(t, peertest.Config{Keys: []string{key}})
+	a := startAgent(t, agentConfig(g, "pc", map[string]string{"echo": peertest.EchoServer(t), "digest": peertest.DigestServer(t)}))
 	a.waitConnected(t)
 
 	t.Run("byte-exact both ways", func(t *testing.T) {
-		conn := g.mustConnect(t, key, "ctl", "pc/echo")
-		mustEchoBothWays(t, conn, 1<<20)
+		conn := g.MustConnect(t, key, "ctl", "pc/echo")
+		peertest.MustEchoBothWays(t, conn, 1<<20)
 		// And the service's half-close reaches the Control after ours.
-		mustEchoBothWays(t, conn, 1)
+		peertest.MustEchoBothWays(t, conn, 1)
 		if err := conn.(interface{ CloseWrite() error }).CloseWrite(); err != nil {
 			t.Fatal(err)
 		}
@@ -226,35 +226,14 @@ func TestSessionReachesLocalService(t *testing.T) {
 		}
 	})
 	t.Run("half-close passed on, service answers after it", func(t *testing.T) {
-		conn := g.mustConnect(t, key, "ctl", "pc/digest")
-		mustHalfClose(t, conn, bytes.Repeat([]byte("switchboard "), 50_000))
+		conn := g.MustConnect(t, key, "ctl", "pc/digest")
+		peertest.MustHalfClose(t, conn, bytes.Repeat([]byte("switchboard "), 50_000))
 	})
-	g.waitEvent(t, "Control ctl connected to Client pc")
-	waitFor(t, "the sessions to end", func() bool { return g.Relay.Stats().Sessions == 0 })
+	g.WaitEvent(t, "Control ctl connected to Client pc")
+	peertest.WaitFor(t, "the sessions to end", func() bool { return g.Relay.Stats().Sessions == 0 })
 	if !a.Connected() {
 		t.Fatal("the agent lost its gateway connection")
 	}
-}
-
-// fakeGateway upgrades every connection, sends a challenge, reads the
-// Hello and lets script answer; then it closes.
-func fakeGateway(t testing.TB, script func(conn net.Conn, br *bufio.Reader, h wire.Hello)) peer.Dialer {
-	t.Helper()
-	addr := serveTCP(t, func(conn net.Conn) {
-		_ = conn.SetDeadline(time.Now().Add(wait))
-		br := bufio.NewReader(conn)
-		if _, err := http.ReadRequest(br); err != nil {
-			return
-		}
-		_, _ = io.WriteString(conn, "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: "+wire.Protocol+"\r\n\r\n")
-		_ = wire.WriteFrame(conn, wire.TypeChallenge, wire.Challenge{Version: wire.HandshakeVersion, Nonce: make([]byte, 32), Salt: testSalt})
-		var h wire.Hello
-		if err := wire.Expect(br, wire.TypeHello, &h); err != nil {
-			return
-		}
-		script(conn, br, h)
-	})
-	return peer.Dialer{Gateway: peer.Gateway{Host: addr}, Timeout: wait}
 }
 
 // The Control may speak first (an HTTP request through the session): its
@@ -264,7 +243,7 @@ func TestSessionKeepsBytesThatCameWithReady(t *testing.T) {
 	t.Parallel()
 	const first = "GET / HTTP/1.0\r\n\r\n"
 	echoed := make(chan string, 1)
-	d := fakeGateway(t, func(conn net.Conn, br *bufio.Reader, h wire.Hello) {
+	d := peertest.FakeGateway(t, func(conn net.Conn, br *bufio.Reader, h wire.Hello) {
 		switch h.Role {
 		case wire.RoleClient:
 			_ = wire.WriteFrame(conn, wire.TypeWelcome, wire.Welcome{CMPISeconds: 60})
@@ -291,7 +270,7 @@ func TestSessionKeepsBytesThatCameWithReady(t *testing.T) {
 			echoed <- string(got)
 		}
 	})
-	cfg := agentConfig(nil, "pc", map[string]string{"echo": echoServer(t)})
+	cfg := agentConfig(nil, "pc", map[string]string{"echo": peertest.EchoServer(t)})
 	cfg.Dialer = d
 	startAgent(t, cfg)
 	select {
@@ -299,46 +278,46 @@ func TestSessionKeepsBytesThatCameWithReady(t *testing.T) {
 		if got != first {
 			t.Fatalf("the service echoed %q, want %q", got, first)
 		}
-	case <-time.After(wait):
+	case <-time.After(peertest.Wait):
 		t.Fatal("no echo from the service")
 	}
 }
 
 func TestUnreachableServiceFailsSessionAtOnce(t *testing.T) {
 	t.Parallel()
-	g := startGateway(t, gatewayConfig{keys: []string{key}})
-	logs := &logRecords{}
-	cfg := agentConfig(g, "pc", map[string]string{"echo": echoServer(t), "down": closedAddr(t)})
-	cfg.Logger = logs.logger()
+	g := peertest.Start(t, peertest.Config{Keys: []string{key}})
+	logs := &peertest.Logs{}
+	cfg := agentConfig(g, "pc", map[string]string{"echo": peertest.EchoServer(t), "down": peertest.ClosedAddr(t)})
+	cfg.Logger = logs.Logger()
 	a := startAgent(t, cfg)
 	a.waitConnected(t)
 
 	// The relay waits 15 s for an answer; the Control gives up sooner, so
 	// only the Client's own refusal can make this pass.
-	ctx, cancel := context.WithTimeout(context.Background(), wait)
+	ctx, cancel := context.WithTimeout(context.Background(), peertest.Wait)
 	defer cancel()
 	for range 2 {
-		_, err := g.connect(ctx, key, "ctl", "pc/down")
-		wireError(t, err, wire.CodeUnavailable, `could not open service "down": the service is not reachable on the Client`)
+		_, err := g.Connect(ctx, key, "ctl", "pc/down")
+		peertest.WireError(t, err, wire.CodeUnavailable, `could not open service "down": the service is not reachable on the Client`)
 	}
-	if _, ok := logs.find("cannot reach local service"); !ok {
+	if _, ok := logs.Find("cannot reach local service"); !ok {
 		t.Error("the agent did not log the failed local dial")
 	}
 	// The Client is still there and still serves.
-	conn := g.mustConnect(t, key, "ctl", "pc/echo")
-	mustEchoBothWays(t, conn, 64<<10)
-	if !a.Connected() || g.Events.count("Client pc Disconnected") != 0 {
-		t.Fatalf("the Client lost its channel; events: %q", g.Events.messages())
+	conn := g.MustConnect(t, key, "ctl", "pc/echo")
+	peertest.MustEchoBothWays(t, conn, 64<<10)
+	if !a.Connected() || g.Events.Count("Client pc Disconnected") != 0 {
+		t.Fatalf("the Client lost its channel; events: %q", g.Events.Messages())
 	}
-	if n := g.Events.count("Client pc connected"); n != 1 {
+	if n := g.Events.Count("Client pc connected"); n != 1 {
 		t.Fatalf("the Client registered %d times, want once", n)
 	}
 }
 
 func TestSessionConnectionFailureFailsSessionAtOnce(t *testing.T) {
 	t.Parallel()
-	g := startGateway(t, gatewayConfig{keys: []string{key}})
-	cfg := agentConfig(g, "pc", map[string]string{"echo": echoServer(t)})
+	g := peertest.Start(t, peertest.Config{Keys: []string{key}})
+	cfg := agentConfig(g, "pc", map[string]string{"echo": peertest.EchoServer(t)})
 	// The control channel's dial goes through; every later one (the
 	// session's) fails before it reaches the network.
 	var dials atomic.Int32
@@ -350,41 +329,41 @@ func TestSessionConnectionFailureFailsSessionAtOnce(t *testing.T) {
 	}
 	a := startAgent(t, cfg)
 	a.waitConnected(t)
-	ctx, cancel := context.WithTimeout(context.Background(), wait)
+	ctx, cancel := context.WithTimeout(context.Background(), peertest.Wait)
 	defer cancel()
-	_, err := g.connect(ctx, key, "ctl", "pc/echo")
-	wireError(t, err, wire.CodeUnavailable, `could not open service "echo"`)
+	_, err := g.Connect(ctx, key, "ctl", "pc/echo")
+	peertest.WireError(t, err, wire.CodeUnavailable, `could not open service "echo"`)
 }
 
 func TestReconnects(t *testing.T) {
 	t.Parallel()
 	t.Run("after the gateway restarts on the same port", func(t *testing.T) {
 		t.Parallel()
-		echo := echoServer(t)
-		g1 := startGateway(t, gatewayConfig{keys: []string{key}})
+		echo := peertest.EchoServer(t)
+		g1 := peertest.Start(t, peertest.Config{Keys: []string{key}})
 		a := startAgent(t, agentConfig(g1, "pc", map[string]string{"echo": echo}))
 		a.waitConnected(t)
 
-		g1.stop(t)
-		waitFor(t, "the agent to notice the gateway went", func() bool { return !a.Connected() })
-		g2 := startGateway(t, gatewayConfig{keys: []string{key}, addr: g1.Addr})
+		g1.Stop(t)
+		peertest.WaitFor(t, "the agent to notice the gateway went", func() bool { return !a.Connected() })
+		g2 := peertest.Start(t, peertest.Config{Keys: []string{key}, Addr: g1.Addr})
 		a.waitConnected(t)
-		g2.waitEvent(t, "Client pc connected")
-		mustEchoBothWays(t, g2.mustConnect(t, key, "ctl", "pc/echo"), 4096)
+		g2.WaitEvent(t, "Client pc connected")
+		peertest.MustEchoBothWays(t, g2.MustConnect(t, key, "ctl", "pc/echo"), 4096)
 	})
 	t.Run("after its key was removed and added again", func(t *testing.T) {
 		t.Parallel()
-		g := startGateway(t, gatewayConfig{keys: []string{key}})
+		g := peertest.Start(t, peertest.Config{Keys: []string{key}})
 		a := startAgent(t, agentConfig(g, "pc", nil))
 		a.waitConnected(t)
 
-		g.Relay.SetKeys(keysOf(wrongKey))
-		g.waitEvent(t, "Client pc Disconnected")
+		g.Relay.SetKeys(peertest.Keys(wrongKey))
+		g.WaitEvent(t, "Client pc Disconnected")
 		// Refused while the key is missing, and trying again.
-		g.waitEvent(t, "Security check failed for Client pc (127.0.0.1). Terminating connection from 127.0.0.1")
-		g.Relay.SetKeys(keysOf(wrongKey, key))
+		g.WaitEvent(t, "Security check failed for Client pc (127.0.0.1). Terminating connection from 127.0.0.1")
+		g.Relay.SetKeys(peertest.Keys(wrongKey, key))
 		a.waitConnected(t)
-		waitFor(t, "a second registration", func() bool { return g.Events.count("Client pc connected") == 2 })
+		peertest.WaitFor(t, "a second registration", func() bool { return g.Events.Count("Client pc connected") == 2 })
 	})
 }
 
@@ -404,26 +383,26 @@ func TestRefusedWithClearError(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			g := startGateway(t, gatewayConfig{keys: tt.gwKeys})
-			logs := &logRecords{}
+			g := peertest.Start(t, peertest.Config{Keys: tt.gwKeys})
+			logs := &peertest.Logs{}
 			cfg := agentConfig(g, "pc", nil)
 			cfg.Key = wrongKey
-			cfg.Logger = logs.logger()
+			cfg.Logger = logs.Logger()
 			a := startAgent(t, cfg)
-			var rec logRecord
-			waitFor(t, "the refusal to be logged", func() bool {
+			var rec peertest.LogRecord
+			peertest.WaitFor(t, "the refusal to be logged", func() bool {
 				var ok bool
-				rec, ok = logs.find("gateway refused the Client")
+				rec, ok = logs.Find("gateway refused the Client")
 				return ok
 			})
-			if rec.attrs["code"] != tt.code || !strings.Contains(rec.attrs["reason"], tt.reason) {
-				t.Fatalf("logged code=%q reason=%q, want %s containing %q", rec.attrs["code"], rec.attrs["reason"], tt.code, tt.reason)
+			if rec.Attrs["code"] != tt.code || !strings.Contains(rec.Attrs["reason"], tt.reason) {
+				t.Fatalf("logged code=%q reason=%q, want %s containing %q", rec.Attrs["code"], rec.Attrs["reason"], tt.code, tt.reason)
 			}
-			if rec.attrs["gateway"] != "http://"+g.Addr {
-				t.Errorf("logged gateway=%q, want http://%s", rec.attrs["gateway"], g.Addr)
+			if rec.Attrs["gateway"] != "http://"+g.Addr {
+				t.Errorf("logged gateway=%q, want http://%s", rec.Attrs["gateway"], g.Addr)
 			}
 			if tt.wantEvent != "" {
-				g.waitEvent(t, tt.wantEvent)
+				g.WaitEvent(t, tt.wantEvent)
 			}
 			if a.Connected() || len(g.Relay.Clients()) != 0 {
 				t.Fatal("a refused Client counts as connected")
@@ -440,12 +419,12 @@ func goroutineStacks() string {
 
 // Not parallel: it counts the process's goroutines.
 func TestStopsCleanlyWhenContextEnds(t *testing.T) {
-	g := startGateway(t, gatewayConfig{keys: []string{key}, cmpi: time.Second})
-	echo := echoServer(t)
+	g := peertest.Start(t, peertest.Config{Keys: []string{key}, CMPI: time.Second})
+	echo := peertest.EchoServer(t)
 	// Warm up whatever a first upgrade or dial starts lazily, and let it
 	// settle before counting.
 	b0 := runtime.NumGoroutine()
-	d := g.dialer()
+	d := g.Dialer()
 	pc, err := d.Dial(context.Background())
 	if err != nil {
 		t.Fatal(err)
@@ -455,15 +434,15 @@ func TestStopsCleanlyWhenContextEnds(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	mustEchoBothWays(t, ec, 1)
+	peertest.MustEchoBothWays(t, ec, 1)
 	ec.Close()
-	waitFor(t, "the warm-up to settle", func() bool { return runtime.NumGoroutine() <= b0 })
+	peertest.WaitFor(t, "the warm-up to settle", func() bool { return runtime.NumGoroutine() <= b0 })
 	base := runtime.NumGoroutine()
 
 	a := startAgent(t, agentConfig(g, "pc", map[string]string{"echo": echo}))
 	a.waitConnected(t)
-	conn := g.mustConnect(t, key, "ctl", "pc/echo")
-	mustEchoBothWays(t, conn, 4096) // a session in progress
+	conn := g.MustConnect(t, key, "ctl", "pc/echo")
+	peertest.MustEchoBothWays(t, conn, 4096) // a session in progress
 
 	if err := a.stop(t); err != nil {
 		t.Fatalf("Run returned %v when its context ended, want nil", err)
@@ -472,18 +451,18 @@ func TestStopsCleanlyWhenContextEnds(t *testing.T) {
 		t.Error("Connected after Run returned")
 	}
 	// The session ended with the agent: the Control sees its end.
-	_ = conn.SetReadDeadline(time.Now().Add(wait))
+	_ = conn.SetReadDeadline(time.Now().Add(peertest.Wait))
 	if _, err := io.Copy(io.Discard, conn); errors.Is(err, os.ErrDeadlineExceeded) {
 		t.Fatal("the session outlived the agent")
 	}
 	conn.Close()
-	g.waitEvent(t, "Client pc Disconnected")
-	g.waitEvent(t, "Control ctl disconnected from Client pc")
+	g.WaitEvent(t, "Client pc Disconnected")
+	g.WaitEvent(t, "Control ctl disconnected from Client pc")
 
-	deadline := time.Now().Add(wait)
+	deadline := time.Now().Add(peertest.Wait)
 	for runtime.NumGoroutine() > base {
 		if time.Now().After(deadline) {
-			t.Fatalf("%d goroutines %s after the agent stopped, %d before it started:\n%s", runtime.NumGoroutine(), wait, base, goroutineStacks())
+			t.Fatalf("%d goroutines %s after the agent stopped, %d before it started:\n%s", runtime.NumGoroutine(), peertest.Wait, base, goroutineStacks())
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
@@ -491,21 +470,21 @@ func TestStopsCleanlyWhenContextEnds(t *testing.T) {
 
 func TestStopsWhileWaitingToReconnect(t *testing.T) {
 	t.Parallel()
-	logs := &logRecords{}
+	logs := &peertest.Logs{}
 	a := startAgent(t, agent.Config{
-		Dialer:     peer.Dialer{Gateway: peer.Gateway{Host: closedAddr(t)}, Timeout: wait},
+		Dialer:     peer.Dialer{Gateway: peer.Gateway{Host: peertest.ClosedAddr(t)}, Timeout: peertest.Wait},
 		Key:        key,
 		Name:       "pc",
-		Logger:     logs.logger(),
+		Logger:     logs.Logger(),
 		MinBackoff: time.Hour, // the first wait is at least half an hour
 		MaxBackoff: time.Hour,
 	})
-	waitFor(t, "the first failed attempt", func() bool {
-		_, ok := logs.find("reconnecting")
+	peertest.WaitFor(t, "the first failed attempt", func() bool {
+		_, ok := logs.Find("reconnecting")
 		return ok
 	})
-	if rec, _ := logs.find("connection to gateway lost"); !strings.Contains(rec.attrs["err"], "connect to gateway") {
-		t.Errorf("logged %q, want the dial error", rec.attrs["err"])
+	if rec, _ := logs.Find("connection to gateway lost"); !strings.Contains(rec.Attrs["err"], "connect to gateway") {
+		t.Errorf("logged %q, want the dial error", rec.Attrs["err"])
 	}
 	if err := a.stop(t); err != nil {
 		t.Fatalf("Run = %v, want nil", err)

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"net/http"
 	"net/url"
 	"slices"
 	"strings"
@@ -20,6 +19,7 @@ import (
 	"github.com/switchboard/switchboard/internal/peer"
 	"github.com/switchboard/switchboard/internal/peer/agent"
 	"github.com/switchboard/switchboard/internal/peer/control"
+	"github.com/switchboard/switchboard/internal/peer/peertest"
 	"github.com/switchboard/switchboard/relay"
 	"github.com/switchboard/switchboard/relay/wire"
 )
@@ -33,16 +33,17 @@ const (
 	wrongKey = "not-a-gateway-key"
 )
 
-func (g *testGateway) control(key string) *control.Control {
-	return &control.Control{Dialer: g.dialer(), Key: key, Name: "ctl"}
+// newControl is a Control of g named ctl, the name the events below expect.
+func newControl(g *peertest.Gateway, key string) *control.Control {
+	return &control.Control{Dialer: g.Dialer(), Key: key, Name: "ctl"}
 }
 
 // startAgent runs a real Client until the test ends and waits until it is
 // registered.
-func startAgent(t testing.TB, g *testGateway, key, name string, services map[string]string) {
+func startAgent(t testing.TB, g *peertest.Gateway, key, name string, services map[string]string) {
 	t.Helper()
 	a, err := agent.New(agent.Config{
-		Dialer: g.dialer(), Key: key, Name: name, Services: services,
+		Dialer: g.Dialer(), Key: key, Name: name, Services: services,
 		MinBackoff: 10 * time.Millisecond, MaxBackoff: 100 * time.Millisecond,
 	})
 	if err != nil {
@@ -55,16 +56,16 @@ func startAgent(t testing.TB, g *testGateway, key, name string, services map[str
 		cancel()
 		select {
 		case <-done:
-		case <-time.After(wait):
+		case <-time.After(peertest.Wait):
 			t.Errorf("agent %s did not stop", name)
 		}
 	})
-	waitFor(t, "Client "+name+" to register", a.Connected)
+	peertest.WaitFor(t, "Client "+name+" to register", a.Connected)
 }
 
 func ctxWait(t testing.TB) context.Context {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), wait)
+	ctx, cancel := context.WithTimeout(context.Background(), peertest.Wait)
 	t.Cleanup(cancel)
 	return ctx
 }
@@ -76,7 +77,7 @@ func mustConnect(t testing.TB, c *control.Control, target string) net.Conn {
 		t.Fatalf("Connect %s: %v", target, err)
 	}
 	t.Cleanup(func() { conn.Close() })
-	_ = conn.SetDeadline(time.Now().Add(wait))
+	_ = conn.SetDeadline(time.Now().Add(peertest.Wait))
 	return conn
 }
 
@@ -90,8 +91,8 @@ func names(cs []wire.ClientInfo) []string {
 
 func TestBrowseListsExactlyTheClientsOfItsKey(t *testing.T) {
 	t.Parallel()
-	g := startGateway(t, gatewayConfig{keys: []string{keyA, keyB, keyC}})
-	echo := echoServer(t)
+	g := peertest.Start(t, peertest.Config{Keys: []string{keyA, keyB, keyC}})
+	echo := peertest.EchoServer(t)
 	startAgent(t, g, keyA, "a2", map[string]string{"vnc": echo})
 	startAgent(t, g, keyA, "a1", map[string]string{"vnc": echo, "ssh": echo})
 	startAgent(t, g, keyB, "b1", map[string]string{"rdp": echo})
@@ -105,7 +106,7 @@ func TestBrowseListsExactlyTheClientsOfItsKey(t *testing.T) {
 		{keyC, []string{}},
 	}
 	for _, tt := range tests {
-		got, err := g.control(tt.key).Browse(ctxWait(t))
+		got, err := newControl(g, tt.key).Browse(ctxWait(t))
 		if err != nil {
 			t.Fatalf("Browse with %s: %v", tt.key, err)
 		}
@@ -121,27 +122,6 @@ func TestBrowseListsExactlyTheClientsOfItsKey(t *testing.T) {
 			}
 		}
 	}
-}
-
-// fakeGateway upgrades every connection, sends a challenge, reads the
-// Hello and lets script answer; then it closes.
-func fakeGateway(t testing.TB, script func(conn net.Conn, br *bufio.Reader, h wire.Hello)) peer.Dialer {
-	t.Helper()
-	addr := serveTCP(t, func(conn net.Conn) {
-		_ = conn.SetDeadline(time.Now().Add(wait))
-		br := bufio.NewReader(conn)
-		if _, err := http.ReadRequest(br); err != nil {
-			return
-		}
-		_, _ = io.WriteString(conn, "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: "+wire.Protocol+"\r\n\r\n")
-		_ = wire.WriteFrame(conn, wire.TypeChallenge, wire.Challenge{Version: wire.HandshakeVersion, Nonce: make([]byte, 32), Salt: testSalt})
-		var h wire.Hello
-		if err := wire.Expect(br, wire.TypeHello, &h); err != nil {
-			return
-		}
-		script(conn, br, h)
-	})
-	return peer.Dialer{Gateway: peer.Gateway{Host: addr}, Timeout: wait}
 }
 
 func TestBrowseReadsEveryPage(t *testing.T) {
@@ -167,7 +147,7 @@ func TestBrowseReadsEveryPage(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			d := fakeGateway(t, func(conn net.Conn, _ *bufio.Reader, h wire.Hello) {
+			d := peertest.FakeGateway(t, func(conn net.Conn, _ *bufio.Reader, h wire.Hello) {
 				if h.Role != wire.RoleBrowse {
 					return
 				}
@@ -202,27 +182,27 @@ func TestBrowseReadsEveryPage(t *testing.T) {
 
 func TestConnectCarriesBytes(t *testing.T) {
 	t.Parallel()
-	g := startGateway(t, gatewayConfig{keys: []string{keyA}})
-	startAgent(t, g, keyA, "pc", map[string]string{"echo": echoServer(t), "digest": digestServer(t)})
-	startAgent(t, g, keyA, "solo", map[string]string{"echo": echoServer(t)})
-	c := g.control(keyA)
+	g := peertest.Start(t, peertest.Config{Keys: []string{keyA}})
+	startAgent(t, g, keyA, "pc", map[string]string{"echo": peertest.EchoServer(t), "digest": peertest.DigestServer(t)})
+	startAgent(t, g, keyA, "solo", map[string]string{"echo": peertest.EchoServer(t)})
+	c := newControl(g, keyA)
 
 	t.Run("byte-exact both ways", func(t *testing.T) {
 		conn := mustConnect(t, c, "pc/echo")
-		mustEchoBothWays(t, conn, 1<<20)
-		mustEchoBothWays(t, conn, 1)
+		peertest.MustEchoBothWays(t, conn, 1<<20)
+		peertest.MustEchoBothWays(t, conn, 1)
 	})
 	t.Run("half-close", func(t *testing.T) {
 		conn := mustConnect(t, c, "pc/digest")
-		mustHalfClose(t, conn, []byte(strings.Repeat("0123456789", 100_000)))
+		peertest.MustHalfClose(t, conn, []byte(strings.Repeat("0123456789", 100_000)))
 	})
 	t.Run("the only service by default", func(t *testing.T) {
 		conn := mustConnect(t, c, "solo")
-		mustEchoBothWays(t, conn, 1000)
+		peertest.MustEchoBothWays(t, conn, 1000)
 	})
 	t.Run("events name the Control", func(t *testing.T) {
-		g.waitEvent(t, "Control ctl connected to Client pc")
-		g.waitEvent(t, "Control ctl connected to Client solo")
+		g.WaitEvent(t, "Control ctl connected to Client pc")
+		g.WaitEvent(t, "Control ctl connected to Client solo")
 	})
 }
 
@@ -231,7 +211,7 @@ func TestConnectCarriesBytes(t *testing.T) {
 func TestConnectKeepsBytesThatCameWithReady(t *testing.T) {
 	t.Parallel()
 	const banner = "SSH-2.0-OpenSSH_9.6\r\n"
-	d := fakeGateway(t, func(conn net.Conn, br *bufio.Reader, h wire.Hello) {
+	d := peertest.FakeGateway(t, func(conn net.Conn, br *bufio.Reader, h wire.Hello) {
 		if h.Role != wire.RoleConnect {
 			return
 		}
@@ -250,7 +230,7 @@ func TestConnectKeepsBytesThatCameWithReady(t *testing.T) {
 	if _, err := io.ReadFull(conn, got); err != nil || string(got) != banner {
 		t.Fatalf("first bytes %q, %v; want the banner %q", got, err, banner)
 	}
-	mustEchoBothWays(t, conn, 10_000)
+	peertest.MustEchoBothWays(t, conn, 10_000)
 	cw, ok := conn.(interface{ CloseWrite() error })
 	if !ok {
 		t.Fatalf("%T cannot half-close", conn)
@@ -265,9 +245,9 @@ func TestConnectKeepsBytesThatCameWithReady(t *testing.T) {
 
 func TestConnectRefusals(t *testing.T) {
 	t.Parallel()
-	g := startGateway(t, gatewayConfig{keys: []string{keyA, keyB}})
-	echo := echoServer(t)
-	startAgent(t, g, keyA, "pc", map[string]string{"echo": echo, "down": closedAddr(t)})
+	g := peertest.Start(t, peertest.Config{Keys: []string{keyA, keyB}})
+	echo := peertest.EchoServer(t)
+	startAgent(t, g, keyA, "pc", map[string]string{"echo": echo, "down": peertest.ClosedAddr(t)})
 	startAgent(t, g, keyB, "other", map[string]string{"echo": echo})
 
 	tests := []struct {
@@ -282,27 +262,27 @@ func TestConnectRefusals(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.target, func(t *testing.T) {
-			conn, err := g.control(keyA).Connect(ctxWait(t), tt.target)
+			conn, err := newControl(g, keyA).Connect(ctxWait(t), tt.target)
 			if err == nil {
 				conn.Close()
 				t.Fatalf("Connect %s succeeded", tt.target)
 			}
-			wireError(t, err, tt.code, tt.msg)
+			peertest.WireError(t, err, tt.code, tt.msg)
 			if want := "connect to " + tt.target + " via http://" + g.Addr + ": "; !strings.HasPrefix(err.Error(), want) {
 				t.Errorf("error %q does not start with %q", err, want)
 			}
 		})
 	}
-	g.waitEvent(t, "Client/Control security check failed for Control ctl. Rejecting connection request to Client other from 127.0.0.1")
+	g.WaitEvent(t, "Client/Control security check failed for Control ctl. Rejecting connection request to Client other from 127.0.0.1")
 	// The Client is still reachable after all that.
-	mustEchoBothWays(t, mustConnect(t, g.control(keyA), "pc/echo"), 100)
+	peertest.MustEchoBothWays(t, mustConnect(t, newControl(g, keyA), "pc/echo"), 100)
 }
 
 // muteClient registers a Client that offers vnc and never answers a
 // session request. The returned channel gets each Open the gateway sends.
-func muteClient(t testing.TB, g *testGateway, name string) <-chan wire.Open {
+func muteClient(t testing.TB, g *peertest.Gateway, name string) <-chan wire.Open {
 	t.Helper()
-	d := g.dialer()
+	d := g.Dialer()
 	conn, err := d.Dial(ctxWait(t))
 	if err != nil {
 		t.Fatal(err)
@@ -333,13 +313,13 @@ func TestConnectEndsWithItsContext(t *testing.T) {
 	// A short open timeout only so that the gateway's side of the
 	// abandoned request ends before the test's gateway stops; the Control
 	// gives up long before it.
-	g := startGateway(t, gatewayConfig{keys: []string{keyA}, open: 2 * time.Second})
+	g := peertest.Start(t, peertest.Config{Keys: []string{keyA}, OpenTimeout: 2 * time.Second})
 	opens := muteClient(t, g, "mute")
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	done := make(chan error, 1)
 	go func() {
-		c, err := g.control(keyA).Connect(ctx, "mute/vnc")
+		c, err := newControl(g, keyA).Connect(ctx, "mute/vnc")
 		if c != nil {
 			c.Close()
 		}
@@ -349,7 +329,7 @@ func TestConnectEndsWithItsContext(t *testing.T) {
 	// that will not come.
 	select {
 	case <-opens:
-	case <-time.After(wait):
+	case <-time.After(peertest.Wait):
 		t.Fatal("the gateway did not ask the Client")
 	}
 	cancel()
@@ -359,8 +339,8 @@ func TestConnectEndsWithItsContext(t *testing.T) {
 		if err == nil || errors.As(err, &we) {
 			t.Fatalf("Connect = %v, want it cut short by its context, not the gateway's answer", err)
 		}
-	case <-time.After(wait):
-		t.Fatalf("Connect went on %s after its context ended", wait)
+	case <-time.After(peertest.Wait):
+		t.Fatalf("Connect went on %s after its context ended", peertest.Wait)
 	}
 }
 
@@ -369,11 +349,11 @@ func TestGatewayCloseEndsPendingConnect(t *testing.T) {
 	// Close must end a connect that waits for its Client to accept, at
 	// once and with "shutdown", not at the open timeout (15 s) with
 	// "did not answer"; Relay.Wait (the test gateway's stop) then returns.
-	g := startGateway(t, gatewayConfig{keys: []string{keyA}})
+	g := peertest.Start(t, peertest.Config{Keys: []string{keyA}})
 	opens := muteClient(t, g, "mute")
 	done := make(chan error, 1)
 	go func() {
-		c, err := g.control(keyA).Connect(context.Background(), "mute/vnc")
+		c, err := newControl(g, keyA).Connect(context.Background(), "mute/vnc")
 		if c != nil {
 			c.Close()
 		}
@@ -381,15 +361,15 @@ func TestGatewayCloseEndsPendingConnect(t *testing.T) {
 	}()
 	select {
 	case <-opens:
-	case <-time.After(wait):
+	case <-time.After(peertest.Wait):
 		t.Fatal("the gateway did not ask the Client")
 	}
 	g.Relay.Close()
 	select {
 	case err := <-done:
-		wireError(t, err, wire.CodeShutdown, "shutting down")
-	case <-time.After(wait):
-		t.Fatalf("Connect still waiting %s after the gateway closed", wait)
+		peertest.WireError(t, err, wire.CodeShutdown, "shutting down")
+	case <-time.After(peertest.Wait):
+		t.Fatalf("Connect still waiting %s after the gateway closed", peertest.Wait)
 	}
 }
 
@@ -397,31 +377,31 @@ func TestWrongKeyIsRefused(t *testing.T) {
 	t.Parallel()
 	t.Run("key not on the gateway", func(t *testing.T) {
 		t.Parallel()
-		g := startGateway(t, gatewayConfig{keys: []string{keyA}})
-		startAgent(t, g, keyA, "pc", map[string]string{"echo": echoServer(t)})
-		c := g.control(wrongKey)
+		g := peertest.Start(t, peertest.Config{Keys: []string{keyA}})
+		startAgent(t, g, keyA, "pc", map[string]string{"echo": peertest.EchoServer(t)})
+		c := newControl(g, wrongKey)
 		_, err := c.Browse(ctxWait(t))
-		wireError(t, err, wire.CodeUnauthorized, "the gateway key is not valid on this gateway")
-		g.waitEvent(t, "Security check failed for Control browse. Terminating connection from 127.0.0.1")
+		peertest.WireError(t, err, wire.CodeUnauthorized, "the gateway key is not valid on this gateway")
+		g.WaitEvent(t, "Security check failed for Control browse. Terminating connection from 127.0.0.1")
 		_, err = c.Connect(ctxWait(t), "pc/echo")
-		wireError(t, err, wire.CodeUnauthorized, "the gateway key is not valid on this gateway")
-		g.waitEvent(t, "Security check failed for Control ctl. Rejecting connection request to Client pc from 127.0.0.1")
+		peertest.WireError(t, err, wire.CodeUnauthorized, "the gateway key is not valid on this gateway")
+		g.WaitEvent(t, "Security check failed for Control ctl. Rejecting connection request to Client pc from 127.0.0.1")
 	})
 	t.Run("no keys on the gateway", func(t *testing.T) {
 		t.Parallel()
-		g := startGateway(t, gatewayConfig{})
-		c := g.control(keyA)
+		g := peertest.Start(t, peertest.Config{})
+		c := newControl(g, keyA)
 		_, err := c.Browse(ctxWait(t))
-		wireError(t, err, wire.CodeNoKeys, "no gateway key is configured")
+		peertest.WireError(t, err, wire.CodeNoKeys, "no gateway key is configured")
 		_, err = c.Connect(ctxWait(t), "pc/echo")
-		wireError(t, err, wire.CodeNoKeys, "no gateway key is configured")
+		peertest.WireError(t, err, wire.CodeNoKeys, "no gateway key is configured")
 	})
 }
 
 func TestForward(t *testing.T) {
 	t.Parallel()
-	g := startGateway(t, gatewayConfig{keys: []string{keyA}})
-	startAgent(t, g, keyA, "pc", map[string]string{"echo": echoServer(t)})
+	g := peertest.Start(t, peertest.Config{Keys: []string{keyA}})
+	startAgent(t, g, keyA, "pc", map[string]string{"echo": peertest.EchoServer(t)})
 
 	run := func(t *testing.T, target string, onError func(error)) (addr string, stop func() error) {
 		t.Helper()
@@ -431,7 +411,7 @@ func TestForward(t *testing.T) {
 		}
 		ctx, cancel := context.WithCancel(context.Background())
 		done := make(chan error, 1)
-		go func() { done <- g.control(keyA).Forward(ctx, ln, target, onError) }()
+		go func() { done <- newControl(g, keyA).Forward(ctx, ln, target, onError) }()
 		var once sync.Once
 		var ferr error
 		stop = func() error {
@@ -439,8 +419,8 @@ func TestForward(t *testing.T) {
 				cancel()
 				select {
 				case ferr = <-done:
-				case <-time.After(wait):
-					ferr = fmt.Errorf("Forward did not return within %s of its context ending", wait)
+				case <-time.After(peertest.Wait):
+					ferr = fmt.Errorf("Forward did not return within %s of its context ending", peertest.Wait)
 				}
 			})
 			return ferr
@@ -462,8 +442,8 @@ func TestForward(t *testing.T) {
 					return
 				}
 				defer local.Close()
-				_ = local.SetDeadline(time.Now().Add(wait))
-				if err := echoBothWays(local, 100<<10); err != nil {
+				_ = local.SetDeadline(time.Now().Add(peertest.Wait))
+				if err := peertest.EchoBothWays(local, 100<<10); err != nil {
 					t.Error(err)
 				}
 			}()
@@ -484,14 +464,14 @@ func TestForward(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer local.Close()
-		_ = local.SetDeadline(time.Now().Add(wait))
+		_ = local.SetDeadline(time.Now().Add(peertest.Wait))
 		if n, err := local.Read(make([]byte, 1)); n != 0 || err == nil {
 			t.Fatalf("local connection read %d bytes, %v; want it closed", n, err)
 		}
 		select {
 		case err := <-errs:
-			wireError(t, err, wire.CodeNotFound, `no Client named "ghost"`)
-		case <-time.After(wait):
+			peertest.WireError(t, err, wire.CodeNotFound, `no Client named "ghost"`)
+		case <-time.After(peertest.Wait):
 			t.Fatal("onError was not called")
 		}
 		// The listener keeps going.
@@ -502,8 +482,8 @@ func TestForward(t *testing.T) {
 		again.Close()
 		select {
 		case err := <-errs:
-			wireError(t, err, wire.CodeNotFound, `no Client named "ghost"`)
-		case <-time.After(wait):
+			peertest.WireError(t, err, wire.CodeNotFound, `no Client named "ghost"`)
+		case <-time.After(peertest.Wait):
 			t.Fatal("the second connection was not tried")
 		}
 	})
@@ -590,8 +570,8 @@ type signingIn struct {
 	notes            []string // messages told to Notify
 }
 
-func newSigningIn(g *testGateway, pw string) *signingIn {
-	s := &signingIn{Control: g.control(keyA)}
+func newSigningIn(g *peertest.Gateway, pw string) *signingIn {
+	s := &signingIn{Control: newControl(g, keyA)}
 	s.Operator = operator
 	s.Password = func(context.Context) (string, error) {
 		s.passwords.Add(1)
@@ -628,23 +608,23 @@ func (s *signingIn) savedTokens() []string {
 
 func TestOperatorSignIn(t *testing.T) {
 	t.Parallel()
-	gateway := func(t *testing.T, factor string) (*testGateway, *fakeAuth) {
+	gateway := func(t *testing.T, factor string) (*peertest.Gateway, *fakeAuth) {
 		t.Helper()
 		auth := &fakeAuth{factor: factor}
-		g := startGateway(t, gatewayConfig{keys: []string{keyA}, auth: auth})
+		g := peertest.Start(t, peertest.Config{Keys: []string{keyA}, Auth: auth})
 		return g, auth
 	}
 
 	t.Run("a Control without an operator is refused", func(t *testing.T) {
 		t.Parallel()
 		g, _ := gateway(t, "")
-		startAgent(t, g, keyA, "pc", map[string]string{"echo": echoServer(t)})
+		startAgent(t, g, keyA, "pc", map[string]string{"echo": peertest.EchoServer(t)})
 		c := newSigningIn(g, password)
 		c.Operator = ""
 		_, err := c.Browse(ctxWait(t))
-		wireError(t, err, wire.CodeAuthRequired, "sign in")
+		peertest.WireError(t, err, wire.CodeAuthRequired, "sign in")
 		_, err = c.Connect(ctxWait(t), "pc/echo")
-		wireError(t, err, wire.CodeAuthRequired, "sign in")
+		peertest.WireError(t, err, wire.CodeAuthRequired, "sign in")
 		if n := c.passwords.Load(); n != 0 {
 			t.Errorf("asked for a password %d times without an operator", n)
 		}
@@ -656,7 +636,7 @@ func TestOperatorSignIn(t *testing.T) {
 		c := newSigningIn(g, password)
 		c.Key = wrongKey
 		_, err := c.Browse(ctxWait(t))
-		wireError(t, err, wire.CodeUnauthorized, "the gateway key is not valid")
+		peertest.WireError(t, err, wire.CodeUnauthorized, "the gateway key is not valid")
 		if n := auth.count(); n != 0 {
 			t.Error("the Authenticator was asked about a Control without a valid key")
 		}
@@ -665,7 +645,7 @@ func TestOperatorSignIn(t *testing.T) {
 	t.Run("password, then the token", func(t *testing.T) {
 		t.Parallel()
 		g, auth := gateway(t, "")
-		startAgent(t, g, keyA, "pc", map[string]string{"echo": echoServer(t)})
+		startAgent(t, g, keyA, "pc", map[string]string{"echo": peertest.EchoServer(t)})
 		c := newSigningIn(g, password)
 		got, err := c.Browse(ctxWait(t))
 		if err != nil {
@@ -682,7 +662,7 @@ func TestOperatorSignIn(t *testing.T) {
 		}
 
 		conn := mustConnect(t, c.Control, "pc/echo")
-		mustEchoBothWays(t, conn, 1000)
+		peertest.MustEchoBothWays(t, conn, 1000)
 		if r := auth.last(); r.Password != "" || r.Token != "token-1" || r.Role != wire.RoleConnect || r.Target != "pc/echo" {
 			t.Fatalf("second sign-in sent %+v, want the token alone", r)
 		}
@@ -715,7 +695,7 @@ func TestOperatorSignIn(t *testing.T) {
 		g, _ := gateway(t, "")
 		c := newSigningIn(g, "wrong")
 		_, err := c.Browse(ctxWait(t))
-		wireError(t, err, wire.CodeUnauthorized, "wrong operator or password")
+		peertest.WireError(t, err, wire.CodeUnauthorized, "wrong operator or password")
 		if c.Token != "" || len(c.savedTokens()) != 0 {
 			t.Fatal("a refused sign-in left a token")
 		}
@@ -738,7 +718,7 @@ func TestOperatorSignIn(t *testing.T) {
 		wrong := newSigningIn(g, password)
 		wrong.Code = func(context.Context, string) (string, error) { return "000000", nil }
 		_, err := wrong.Browse(ctxWait(t))
-		wireError(t, err, wire.CodeUnauthorized, "wrong code")
+		peertest.WireError(t, err, wire.CodeUnauthorized, "wrong code")
 
 		none := newSigningIn(g, password)
 		none.Code = nil
@@ -794,7 +774,7 @@ func TestOperatorSignIn(t *testing.T) {
 	t.Run("Forward signs in once for concurrent sessions", func(t *testing.T) {
 		t.Parallel()
 		g, _ := gateway(t, wire.FactorTOTP)
-		startAgent(t, g, keyA, "pc", map[string]string{"echo": echoServer(t)})
+		startAgent(t, g, keyA, "pc", map[string]string{"echo": peertest.EchoServer(t)})
 		c := newSigningIn(g, password)
 		ln, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
@@ -814,8 +794,8 @@ func TestOperatorSignIn(t *testing.T) {
 					return
 				}
 				defer local.Close()
-				_ = local.SetDeadline(time.Now().Add(wait))
-				if err := echoBothWays(local, 1000); err != nil {
+				_ = local.SetDeadline(time.Now().Add(peertest.Wait))
+				if err := peertest.EchoBothWays(local, 1000); err != nil {
 					t.Error(err)
 				}
 			}()
@@ -824,7 +804,7 @@ func TestOperatorSignIn(t *testing.T) {
 		cancel()
 		select {
 		case <-done:
-		case <-time.After(wait):
+		case <-time.After(peertest.Wait):
 			t.Fatal("Forward did not return")
 		}
 		if p, k := c.passwords.Load(), c.codes.Load(); p != 1 || k != 1 {
