@@ -21,6 +21,7 @@ import (
 // gatewayFlags are the flags every command that dials a gateway takes.
 type gatewayFlags struct {
 	gateway     string
+	secondary   string
 	key         string
 	keyFile     string
 	ca          string
@@ -30,6 +31,7 @@ type gatewayFlags struct {
 
 func (g *gatewayFlags) add(fs *flagSet) {
 	fs.StringVar(&g.gateway, "gateway", "", "gateway address: https://host:port, http://host:port, or host:port (https)")
+	fs.StringVar(&g.secondary, "secondary", "", "secondary gateway address, used while the primary (--gateway) is unreachable; same forms as --gateway")
 	fs.StringVar(&g.key, "key", "", "gateway key (at least 8 characters); prefer --key-file or SWITCHBOARD_KEY, which other users cannot see")
 	fs.StringVar(&g.keyFile, "key-file", "", "read the gateway key from this file (mode 600)")
 	fs.StringVar(&g.ca, "ca", "", "PEM file of certificate authorities to trust for the gateway instead of the system's")
@@ -107,7 +109,33 @@ func (g *gatewayFlags) dialer(userAgent string) (peer.Dialer, error) {
 	return d, nil
 }
 
-const clientUsage = `Usage: switchboard client --gateway URL --key KEY [--name NAME] [--service NAME=HOST:PORT]... [--config FILE]
+// secondaryDialer is the dialer of --secondary, nil without one: primary's
+// settings (key, proxy, CA, fingerprint) for another gateway. The
+// fingerprint pins the same certificate, so it suits gateways that share
+// one; without --fingerprint each gateway's chain is verified.
+func (g *gatewayFlags) secondaryDialer(primary peer.Dialer) (*peer.Dialer, error) {
+	if g.secondary == "" {
+		return nil, nil
+	}
+	gw, err := peer.ParseGateway(g.secondary)
+	if err != nil {
+		return nil, fmt.Errorf("--secondary: %w", err)
+	}
+	if agent.SameGateway(gw, primary.Gateway) {
+		return nil, fmt.Errorf("--secondary %s is the same gateway as --gateway %s: the secondary must be another gateway (or leave --secondary out)", gw, primary.Gateway)
+	}
+	if primary.Fingerprint != "" && !gw.TLS {
+		return nil, fmt.Errorf("--fingerprint pins a certificate: use an https:// secondary address")
+	}
+	d := primary
+	d.Gateway = gw
+	if d.SessionCache != nil {
+		d.SessionCache = tls.NewLRUClientSessionCache(64)
+	}
+	return &d, nil
+}
+
+const clientUsage = `Usage: switchboard client --gateway URL [--secondary URL] --key KEY [--name NAME] [--service NAME=HOST:PORT]... [--config FILE]
        switchboard client install [the same flags] [--config-path FILE]
        switchboard client uninstall | status
 
@@ -117,12 +145,18 @@ The settings can also live in a config file (--config) of "name = value"
 lines using the flag names, e.g.
 
     gateway = https://gw.example.com:443
+    secondary = https://gw2.example.com:443
     key = a-long-gateway-key
     service = ssh=127.0.0.1:22
     service = vnc=127.0.0.1:5900
 
 Flags and environment variables override the file. Without --name the
 machine's host name is used, so one file serves many machines.
+
+With --secondary the Client moves to the secondary gateway when the primary
+(--gateway) is unreachable, within a second or two of noticing, and returns
+to the primary as soon as it answers again (it checks every 2 s). Sessions
+in progress are not cut by either move.
 
 install writes the settings to a config file readable only by its owner and
 installs the agent as a system service (systemd on Linux, launchd on macOS,
@@ -135,6 +169,8 @@ type clientFlags struct {
 	name     string
 	config   string
 	logJSON  bool
+	// secondary is --secondary's dialer, set by resolve; nil without one.
+	secondary *peer.Dialer
 }
 
 func (c *clientFlags) add(fs *flagSet) {
@@ -154,6 +190,9 @@ func (c *clientFlags) resolve(fs *flagSet) (peer.Dialer, map[string]string, erro
 	}
 	d, err := c.gf.dialer("switchboard-client/" + version)
 	if err != nil {
+		return peer.Dialer{}, nil, err
+	}
+	if c.secondary, err = c.gf.secondaryDialer(d); err != nil {
 		return peer.Dialer{}, nil, err
 	}
 	svc, err := parseServices(c.services)
@@ -191,7 +230,7 @@ func (e *cmdEnv) client(ctx context.Context, args []string) error {
 		}
 	}
 	a, err := agent.New(agent.Config{
-		Dialer: d, Key: cf.gf.key, Name: cf.name, Services: svc, Version: version,
+		Dialer: d, Secondary: cf.secondary, Key: cf.gf.key, Name: cf.name, Services: svc, Version: version,
 		Logger: newLogger(e.stderr, cf.logJSON),
 	})
 	if err != nil {

@@ -20,9 +20,9 @@ import (
 )
 
 const controlUsage = `Usage:
-  switchboard control browse  [NAME] [--gateway URL --key KEY] [--user OPERATOR] [--json]
-  switchboard control connect [NAME] [--gateway URL --key KEY] [--user OPERATOR] CLIENT[/SERVICE] (--listen ADDR | --stdio)
-  switchboard control gateways add NAME --gateway URL --key KEY [--user OPERATOR] [--description TEXT] [--fingerprint SHA256]
+  switchboard control browse  [NAME] [--gateway URL [--secondary URL] --key KEY] [--user OPERATOR] [--json]
+  switchboard control connect [NAME] [--gateway URL [--secondary URL] --key KEY] [--user OPERATOR] CLIENT[/SERVICE] (--listen ADDR | --stdio)
+  switchboard control gateways add NAME --gateway URL [--secondary URL] --key KEY [--user OPERATOR] [--description TEXT] [--fingerprint SHA256]
   switchboard control gateways list | remove NAME
 
 NAME is a gateway remembered with "control gateways add"; without one, give
@@ -30,7 +30,11 @@ NAME is a gateway remembered with "control gateways add"; without one, give
 the password is asked for (or read from SWITCHBOARD_PASSWORD or
 --password-file), then a TOTP code or a Duo Push approval when the gateway
 requires one. A successful sign-in is kept for a while in the gateways file
-so that the next command does not ask again.`
+so that the next command does not ask again.
+
+With --secondary (or a remembered gateway's secondary) a primary that cannot
+be reached is replaced by the secondary; a primary that refuses the key or
+the sign-in is not.`
 
 func (e *cmdEnv) control(ctx context.Context, args []string) error {
 	if len(args) == 0 {
@@ -101,6 +105,9 @@ func (c *controlFlags) build(fs *flagSet, entry string, p *prompter) (*control.C
 		if !fs.isSet("gateway") {
 			c.gf.gateway = e.Gateway
 		}
+		if !fs.isSet("secondary") && !fs.isSet("gateway") {
+			c.gf.secondary = e.Secondary
+		}
 		if !fs.isSet("key") && !fs.isSet("key-file") {
 			c.gf.key = e.Key
 		}
@@ -115,7 +122,11 @@ func (c *controlFlags) build(fs *flagSet, entry string, p *prompter) (*control.C
 	if err != nil {
 		return nil, err
 	}
-	ctl := &control.Control{Dialer: d, Key: c.gf.key, Name: c.name, Operator: c.user}
+	sec, err := c.gf.secondaryDialer(d)
+	if err != nil {
+		return nil, err
+	}
+	ctl := &control.Control{Dialer: d, Secondary: sec, Key: c.gf.key, Name: c.name, Operator: c.user}
 	// A remembered gateway keeps its key's ClientKey in the file, so that
 	// the next run (connect --stdio runs once per ssh connection) skips
 	// the KDF. Not for a --key given on the command line: the file keeps
@@ -287,7 +298,7 @@ left out when the Client offers exactly one.`, e.stderr)
 
 func (e *cmdEnv) controlGateways(args []string) error {
 	fs := newFlagSet("control gateways", `Usage:
-  switchboard control gateways add NAME --gateway URL --key KEY [--user OPERATOR] [--description TEXT] [--fingerprint SHA256]
+  switchboard control gateways add NAME --gateway URL [--secondary URL] --key KEY [--user OPERATOR] [--description TEXT] [--fingerprint SHA256]
   switchboard control gateways list
   switchboard control gateways remove NAME
 
@@ -322,7 +333,16 @@ keys and kept sign-ins and is readable by its owner only.`, e.stderr)
 			}
 			cf.gf.fingerprint = fp
 		}
-		err := f.Add(gateways.Entry{Name: rest[0], Gateway: cf.gf.gateway, Key: cf.gf.key, User: cf.user,
+		if cf.gf.secondary != "" {
+			gw, err := peer.ParseGateway(cf.gf.gateway)
+			if err != nil {
+				return fmt.Errorf("--gateway: %w", err)
+			}
+			if _, err := cf.gf.secondaryDialer(peer.Dialer{Gateway: gw, Fingerprint: cf.gf.fingerprint}); err != nil {
+				return err
+			}
+		}
+		err := f.Add(gateways.Entry{Name: rest[0], Gateway: cf.gf.gateway, Secondary: cf.gf.secondary, Key: cf.gf.key, User: cf.user,
 			Description: *desc, Fingerprint: cf.gf.fingerprint})
 		if err != nil {
 			return err
@@ -334,9 +354,9 @@ keys and kept sign-ins and is readable by its owner only.`, e.stderr)
 		return nil
 	case verb == "list" && len(rest) == 0:
 		tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "NAME\tGATEWAY\tUSER\tDESCRIPTION")
+		fmt.Fprintln(tw, "NAME\tGATEWAY\tSECONDARY\tUSER\tDESCRIPTION")
 		for _, g := range f.Entries() {
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", g.Name, g.Gateway, g.User, g.Description)
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", g.Name, g.Gateway, g.Secondary, g.User, g.Description)
 		}
 		return tw.Flush()
 	case verb == "remove" && len(rest) == 1:

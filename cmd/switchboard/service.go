@@ -193,6 +193,7 @@ func writeClientConfig(path string, cf clientFlags) error {
 		}
 	}
 	line("gateway", cf.gf.gateway)
+	line("secondary", cf.gf.secondary)
 	line("key", cf.gf.key)
 	line("ca", absOrEmpty(cf.gf.ca))
 	line("fingerprint", cf.gf.fingerprint)

@@ -13,6 +13,7 @@ import (
 	"net"
 	"runtime"
 	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -23,12 +24,18 @@ import (
 
 // Config is what a Client needs to run.
 type Config struct {
-	Dialer   peer.Dialer
-	Key      string
-	Name     string
-	Services map[string]string // service name → local host:port
-	Version  string
-	Logger   *slog.Logger
+	// Dialer reaches the primary gateway: the one the Client uses whenever
+	// it answers.
+	Dialer peer.Dialer
+	// Secondary, when set, reaches the gateway the Client falls back to
+	// while the primary is unreachable. It must be another gateway than
+	// the primary.
+	Secondary *peer.Dialer
+	Key       string
+	Name      string
+	Services  map[string]string // service name → local host:port
+	Version   string
+	Logger    *slog.Logger
 
 	// MinBackoff and MaxBackoff bound the jittered exponential wait between
 	// reconnection attempts. Zero means 500 ms and 30 s: quick after a blip,
@@ -36,18 +43,25 @@ type Config struct {
 	MinBackoff, MaxBackoff time.Duration
 	// ServiceDialTimeout bounds dialling a local service; zero means 5 s.
 	ServiceDialTimeout time.Duration
+	// ProbeInterval is how often a Client on the secondary dials the
+	// primary to see whether it is back; zero means 2 s. A probe that gets
+	// the primary's challenge goes on to register on that connection.
+	ProbeInterval time.Duration
 }
 
 // Agent runs a Client. Create it with New and call Run.
 type Agent struct {
-	cfg Config
+	cfg                Config
+	primary, secondary *peer.Dialer // secondary is nil without one
 	// keys derives the key's ClientKey on the first handshake and keeps it
 	// for the life of the process: the KDF is slow on purpose, and a Client
-	// handshakes again for every session and every reconnection.
-	keys      *peer.ClientKeys
-	log       *slog.Logger
-	connected atomic.Bool
-	sessions  sync.WaitGroup
+	// handshakes again for every session and every reconnection. A cluster's
+	// gateways share one salt, so one derivation serves both; gateways
+	// with salts of their own each get theirs (ClientKeys keeps one per salt).
+	keys     *peer.ClientKeys
+	log      *slog.Logger
+	current  atomic.Pointer[channel] // the registration in use, nil while none
+	sessions sync.WaitGroup
 }
 
 // New checks cfg and returns an Agent.
@@ -72,51 +86,283 @@ func New(cfg Config) (*Agent, error) {
 	if cfg.ServiceDialTimeout == 0 {
 		cfg.ServiceDialTimeout = 5 * time.Second
 	}
+	if cfg.ProbeInterval == 0 {
+		cfg.ProbeInterval = 2 * time.Second
+	}
 	if cfg.Dialer.UserAgent == "" {
 		cfg.Dialer.UserAgent = "switchboard-client/" + cfg.Version
 	}
-	log := cfg.Logger
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
+	a := &Agent{cfg: cfg, keys: &peer.ClientKeys{Key: cfg.Key}}
+	a.primary = &a.cfg.Dialer
+	if cfg.Secondary != nil {
+		if SameGateway(cfg.Dialer.Gateway, cfg.Secondary.Gateway) {
+			return nil, fmt.Errorf("agent: the secondary gateway %s is the primary gateway: give the secondary another gateway's address, or no secondary", cfg.Secondary.Gateway)
+		}
+		sec := *cfg.Secondary
+		if sec.UserAgent == "" {
+			sec.UserAgent = cfg.Dialer.UserAgent
+		}
+		a.secondary = &sec
 	}
-	return &Agent{cfg: cfg, keys: &peer.ClientKeys{Key: cfg.Key}, log: log}, nil
+	a.log = cfg.Logger
+	if a.log == nil {
+		a.log = slog.New(slog.DiscardHandler)
+	}
+	return a, nil
 }
 
-// Connected reports whether the Client is registered with the gateway now.
-func (a *Agent) Connected() bool { return a.connected.Load() }
+// SameGateway reports whether a and b name the same gateway: the same
+// host and port, whatever the scheme (one listener does not serve both).
+func SameGateway(a, b peer.Gateway) bool { return strings.EqualFold(a.Host, b.Host) }
+
+// Connected reports whether the Client is registered with a gateway now.
+func (a *Agent) Connected() bool { return a.current.Load() != nil }
+
+// Gateway is the address of the gateway the Client is registered with now
+// (the primary or the secondary), or "" while it is registered with none.
+func (a *Agent) Gateway() string {
+	if ch := a.current.Load(); ch != nil {
+		return ch.d.Gateway.String()
+	}
+	return ""
+}
 
 // Run keeps the Client connected until ctx is done, reconnecting with
 // jittered exponential backoff. It returns nil when ctx ends, after the
-// sessions in progress have ended too (they end with ctx).
+// sessions in progress have ended too (they end with ctx, and only with
+// it: a control channel that ends, or moves to another gateway, leaves
+// them running on their own connections).
+//
+// With a secondary, a primary that cannot be reached (its dial fails, or
+// its registered channel ends) is tried once more after the shortest
+// backoff, and then the Client registers on the secondary. A refusal by
+// the primary (wrong key, licence full, shutting down: *wire.Error) goes
+// to the secondary at once, since asking the primary again right away
+// would get the same answer. While on the secondary the Client probes the
+// primary every ProbeInterval; when it answers, the Client registers there
+// first and only then closes its secondary channel (make-before-break), so
+// it is never absent. A primary that answers but refuses the Client is
+// probed with backoff instead (up to MaxBackoff), so that a wrong key on
+// the primary costs it one security event per backoff, not one every
+// ProbeInterval. When both refuse or both are down, the normal backoff
+// applies between rounds.
 func (a *Agent) Run(ctx context.Context) error {
 	defer a.sessions.Wait()
+	defer a.current.Store(nil)
 	backoff := a.cfg.MinBackoff
+	var next *channel // a primary registration made while on the secondary
+	fails := 0        // primary attempts in a row that ended without registering, plus the channel's end
 	for {
-		registered, err := a.runOnce(ctx)
+		ch, err := next, error(nil)
+		next = nil
+		if ch == nil {
+			ch, err = a.register(ctx, a.primary)
+		}
+		if ch != nil {
+			backoff, fails = a.cfg.MinBackoff, 0
+			err = a.serve(ctx, ctx, ch)
+		}
 		if ctx.Err() != nil {
 			return nil
 		}
-		if registered {
-			backoff = a.cfg.MinBackoff
-		}
+		a.logLost(a.primary, err)
+		fails++
 		var we *wire.Error
-		switch {
-		case errors.As(err, &we):
-			a.log.Error("gateway refused the Client", "gateway", a.cfg.Dialer.Gateway.String(), "code", we.Code, "reason", we.Message)
-		case err != nil:
-			a.log.Warn("connection to gateway lost", "gateway", a.cfg.Dialer.Gateway.String(), "err", err)
+		refused := ch == nil && errors.As(err, &we)
+		if a.secondary == nil || (fails < 2 && !refused) {
+			if !a.pause(ctx, backoff) {
+				return nil
+			}
+			backoff = min(backoff*2, a.cfg.MaxBackoff)
+			continue
 		}
-		// Full jitter: a gateway restart must not see every Client return in
-		// the same millisecond.
-		wait := time.Duration(rand.Int64N(int64(backoff))) + a.cfg.MinBackoff/2
-		a.log.Info("reconnecting", "in", wait.Round(time.Millisecond))
-		select {
-		case <-ctx.Done():
+
+		// The primary is unreachable or refuses: the secondary, at once.
+		fails = 0
+		sec, serr := a.register(ctx, a.secondary)
+		if serr != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			a.logLost(a.secondary, serr)
+			if !a.pause(ctx, backoff) {
+				return nil
+			}
+			backoff = min(backoff*2, a.cfg.MaxBackoff)
+			continue
+		}
+		backoff = a.cfg.MinBackoff
+		reason := "primary unreachable: " + errText(err)
+		if refused {
+			reason = "primary refused the Client: " + errText(err)
+		}
+		a.log.Warn("switched to the secondary gateway", "gateway", a.secondary.Gateway.String(),
+			"primary", a.primary.Gateway.String(), "reason", reason)
+		next, err = a.onSecondary(ctx, sec)
+		if ctx.Err() != nil {
+			if next != nil {
+				a.drop(next)
+			}
 			return nil
-		case <-time.After(wait):
+		}
+		if next != nil {
+			a.log.Info("returned to the primary gateway", "gateway", a.primary.Gateway.String(),
+				"secondary", a.secondary.Gateway.String())
+			continue
+		}
+		a.logLost(a.secondary, err)
+		// The secondary went too: start over at the primary, after the
+		// shortest wait (so that a secondary that drops every Client it
+		// accepts does not become a busy loop).
+		if !a.pause(ctx, backoff) {
+			return nil
 		}
 		backoff = min(backoff*2, a.cfg.MaxBackoff)
 	}
+}
+
+func errText(err error) string {
+	if err == nil {
+		return "closed"
+	}
+	return err.Error()
+}
+
+// logLost says why a registration attempt or a channel ended.
+func (a *Agent) logLost(d *peer.Dialer, err error) {
+	var we *wire.Error
+	switch {
+	case errors.As(err, &we):
+		a.log.Error("gateway refused the Client", "gateway", d.Gateway.String(), "code", we.Code, "reason", we.Message)
+	case err != nil:
+		a.log.Warn("connection to gateway lost", "gateway", d.Gateway.String(), "err", err)
+	}
+}
+
+// pause waits a jittered backoff, or until ctx ends (false).
+func (a *Agent) pause(ctx context.Context, backoff time.Duration) bool {
+	// Full jitter: a gateway restart must not see every Client return in
+	// the same millisecond.
+	wait := time.Duration(rand.Int64N(int64(backoff))) + a.cfg.MinBackoff/2
+	a.log.Info("reconnecting", "in", wait.Round(time.Millisecond))
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
+
+// onSecondary serves the secondary channel sec while probing the primary.
+// It returns a registration on the primary once one succeeded (sec is
+// closed by then), or nil and why sec ended.
+func (a *Agent) onSecondary(ctx context.Context, sec *channel) (*channel, error) {
+	sctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var back *channel
+	probed := make(chan struct{})
+	go func() {
+		defer close(probed)
+		if back = a.probePrimary(sctx); back != nil {
+			cancel() // make-before-break: the primary holds the Client now
+		}
+	}()
+	err := a.serve(sctx, ctx, sec)
+	cancel()
+	<-probed
+	return back, err
+}
+
+// probePrimary dials the primary every ProbeInterval until it answers and
+// registers the Client there, or ctx ends (nil). A dial that fails is all
+// a probe costs the primary while it is down.
+func (a *Agent) probePrimary(ctx context.Context) *channel {
+	wait := a.cfg.ProbeInterval
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+		ch, err := a.register(ctx, a.primary)
+		if err == nil {
+			return ch
+		}
+		if ctx.Err() != nil {
+			return nil
+		}
+		var we *wire.Error
+		if errors.As(err, &we) && we.Code != wire.CodeShutdown {
+			// It answers but will not take the Client: asking every few
+			// seconds would not change that.
+			wait = min(max(wait*2, a.cfg.ProbeInterval), a.cfg.MaxBackoff)
+			a.log.Error("the primary gateway refused the Client; staying on the secondary", "gateway", a.primary.Gateway.String(),
+				"code", we.Code, "reason", we.Message, "retry_in", wait)
+		} else {
+			wait = a.cfg.ProbeInterval
+			a.log.Debug("the primary gateway is still unreachable", "gateway", a.primary.Gateway.String(), "err", err)
+		}
+		t.Reset(wait)
+	}
+}
+
+// channel is one registration's control connection, on the gateway d.
+type channel struct {
+	d       *peer.Dialer
+	conn    *peer.Conn
+	welcome wire.Welcome
+	wmu     sync.Mutex
+}
+
+func (ch *channel) send(t wire.Type, v any) error {
+	ch.wmu.Lock()
+	defer ch.wmu.Unlock()
+	_ = ch.conn.SetWriteDeadline(time.Now().Add(10 * time.Second))
+	return wire.WriteFrame(ch.conn.Conn, t, v)
+}
+
+// register connects to d and registers the Client. The channel it returns
+// is the agent's current one; serve it or drop it.
+func (a *Agent) register(ctx context.Context, d *peer.Dialer) (*channel, error) {
+	conn, err := d.Dial(ctx)
+	if err != nil {
+		return nil, err
+	}
+	realIP := ""
+	if ta, ok := conn.LocalAddr().(*net.TCPAddr); ok {
+		// The address this machine uses to reach the gateway is its LAN
+		// address as far as the gateway's administrator cares.
+		realIP = ta.IP.String()
+	}
+	err = conn.SendKey(a.keys, wire.RoleClient, a.cfg.Name, "", func(h *wire.Hello) {
+		h.RealIP = realIP
+		h.OS = runtime.GOOS + "/" + runtime.GOARCH
+		h.Version = a.cfg.Version
+		h.Services = a.serviceList()
+	})
+	if err != nil {
+		conn.Close()
+		return nil, err
+	}
+	var w wire.Welcome
+	if err := wire.Expect(conn.Reader(), wire.TypeWelcome, &w); err != nil {
+		conn.Close()
+		return nil, err
+	}
+	conn.ClearDeadline()
+	ch := &channel{d: d, conn: conn, welcome: w}
+	a.current.Store(ch)
+	return ch, nil
+}
+
+// drop closes a registration that will not be served.
+func (a *Agent) drop(ch *channel) {
+	a.current.CompareAndSwap(ch, nil)
+	ch.conn.Close()
 }
 
 func (a *Agent) serviceList() []wire.Service {
@@ -132,55 +378,16 @@ func (a *Agent) serviceList() []wire.Service {
 	return out
 }
 
-// channel is one registration's control connection.
-type channel struct {
-	conn *peer.Conn
-	wmu  sync.Mutex
-}
+// serve runs a registered channel until it ends or ctx does. The sessions
+// it brokers run under sessCtx, Run's context, and not under ctx: they have
+// connections of their own and outlive this channel, so that a gateway
+// that stops or a Client that moves to another gateway does not break the
+// sessions in progress.
+func (a *Agent) serve(ctx, sessCtx context.Context, ch *channel) error {
+	defer a.drop(ch)
+	conn, w := ch.conn, ch.welcome
+	a.log.Info("connected to gateway", "gateway", ch.d.Gateway.String(), "name", a.cfg.Name, "cmpi_seconds", w.CMPISeconds)
 
-func (ch *channel) send(t wire.Type, v any) error {
-	ch.wmu.Lock()
-	defer ch.wmu.Unlock()
-	_ = ch.conn.SetWriteDeadline(time.Now().Add(10 * time.Second))
-	return wire.WriteFrame(ch.conn.Conn, t, v)
-}
-
-// runOnce connects, registers and serves until the channel ends.
-func (a *Agent) runOnce(ctx context.Context) (registered bool, err error) {
-	conn, err := a.cfg.Dialer.Dial(ctx)
-	if err != nil {
-		return false, err
-	}
-	defer conn.Close()
-	realIP := ""
-	if ta, ok := conn.LocalAddr().(*net.TCPAddr); ok {
-		// The address this machine uses to reach the gateway is its LAN
-		// address as far as the gateway's administrator cares.
-		realIP = ta.IP.String()
-	}
-	err = conn.SendKey(a.keys, wire.RoleClient, a.cfg.Name, "", func(h *wire.Hello) {
-		h.RealIP = realIP
-		h.OS = runtime.GOOS + "/" + runtime.GOARCH
-		h.Version = a.cfg.Version
-		h.Services = a.serviceList()
-	})
-	if err != nil {
-		return false, err
-	}
-	var w wire.Welcome
-	if err := wire.Expect(conn.Reader(), wire.TypeWelcome, &w); err != nil {
-		return false, err
-	}
-	conn.ClearDeadline()
-	a.connected.Store(true)
-	defer a.connected.Store(false)
-	a.log.Info("connected to gateway", "gateway", a.cfg.Dialer.Gateway.String(), "name", a.cfg.Name, "cmpi_seconds", w.CMPISeconds)
-
-	ch := &channel{conn: conn}
-	// Sessions have connections of their own and outlive this channel: a
-	// gateway that stops or a Client that moves to another gateway must not
-	// break the sessions in progress.
-	sessCtx := ctx
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	stop := context.AfterFunc(ctx, func() { conn.Close() })
@@ -204,14 +411,14 @@ func (a *Agent) runOnce(ctx context.Context) (registered bool, err error) {
 		_ = conn.SetReadDeadline(time.Now().Add(3 * interval))
 		t, payload, err := wire.ReadFrame(conn.Reader())
 		if err != nil {
-			return true, err
+			return err
 		}
 		switch t {
 		case wire.TypeHeartbeatAck:
 		case wire.TypeOpen:
 			var o wire.Open
 			if err := wire.Decode(t, payload, &o); err != nil {
-				return true, err
+				return err
 			}
 			a.sessions.Add(1)
 			go func() {
@@ -221,7 +428,7 @@ func (a *Agent) runOnce(ctx context.Context) (registered bool, err error) {
 		case wire.TypeConfig:
 			var c wire.Config
 			if err := wire.Decode(t, payload, &c); err != nil {
-				return true, err
+				return err
 			}
 			interval = seconds(c.CMPISeconds)
 			a.log.Info("gateway changed the heartbeat interval", "cmpi_seconds", c.CMPISeconds)
@@ -233,13 +440,13 @@ func (a *Agent) runOnce(ctx context.Context) (registered bool, err error) {
 		case wire.TypeGoodbye:
 			var g wire.Goodbye
 			_ = wire.Decode(t, payload, &g)
-			return true, fmt.Errorf("gateway closed the connection: %s", g.Reason)
+			return fmt.Errorf("gateway closed the connection: %s", g.Reason)
 		case wire.TypeError:
 			var e wire.Error
 			_ = wire.Decode(t, payload, &e)
-			return true, &e
+			return &e
 		default:
-			return true, fmt.Errorf("unexpected %s frame from gateway", t)
+			return fmt.Errorf("unexpected %s frame from gateway", t)
 		}
 	}
 }
@@ -287,7 +494,9 @@ func (a *Agent) session(ctx context.Context, ch *channel, o wire.Open) {
 	}
 	gw := make(chan dialed, 1)
 	go func() {
-		c, err := a.cfg.Dialer.Dial(ctx) // bounded by the dialer's timeout and ctx
+		// The gateway that brokered the session relays it: the one
+		// this channel is on, whichever the Client is on by now.
+		c, err := ch.d.Dial(ctx) // bounded by the dialer's timeout and ctx
 		gw <- dialed{c, err}
 	}()
 	d := net.Dialer{Timeout: a.cfg.ServiceDialTimeout}

@@ -19,6 +19,12 @@ import (
 // Control talks to one gateway with one key.
 type Control struct {
 	Dialer peer.Dialer
+	// Secondary, when set, is the gateway tried when Dialer's (the
+	// primary) cannot be reached: its dial fails (refused, reset, TLS, an
+	// HTTP error). A refusal of the key or of the sign-in comes from a
+	// gateway that answered and is returned as it is, without trying the
+	// secondary.
+	Secondary *peer.Dialer
 	// Key is the gateway key. It must not change once the Control has
 	// connected: the ClientKey derived from it is kept.
 	Key string
@@ -155,7 +161,7 @@ func (c *Control) open(ctx context.Context, role, target string) (*peer.Conn, wi
 
 // attempt is one connection: dial, Hello with pw or token, sign-in.
 func (c *Control) attempt(ctx context.Context, role, target, pw, token string) (*peer.Conn, wire.Type, []byte, error) {
-	conn, err := c.Dialer.Dial(ctx)
+	conn, err := c.dial(ctx, pw != "")
 	if err != nil {
 		return nil, 0, nil, err
 	}
@@ -165,6 +171,24 @@ func (c *Control) attempt(ctx context.Context, role, target, pw, token string) (
 		return nil, 0, nil, err
 	}
 	return conn, t, payload, nil
+}
+
+// dial connects to the primary and, when that fails, to the secondary.
+// withPassword refuses a secondary where the password could be read, as
+// open does for the primary.
+func (c *Control) dial(ctx context.Context, withPassword bool) (*peer.Conn, error) {
+	conn, err := c.Dialer.Dial(ctx)
+	if err == nil || c.Secondary == nil || ctx.Err() != nil {
+		return conn, err
+	}
+	if withPassword && !c.Secondary.Gateway.TLS && !c.Secondary.Gateway.Loopback() {
+		return nil, fmt.Errorf("%w; not trying the secondary %s: %w", err, c.Secondary.Gateway, ErrCleartextPassword)
+	}
+	sconn, serr := c.Secondary.Dial(ctx)
+	if serr != nil {
+		return nil, fmt.Errorf("%w; secondary: %w", err, serr)
+	}
+	return sconn, nil
 }
 
 // hello sends the Hello and answers sign-in prompts until the first frame

@@ -54,6 +54,10 @@ type Entry struct {
 	// https://host:port or a bare host:port (which means https), the forms
 	// peer.ParseGateway accepts.
 	Gateway string `json:"gateway"`
+	// Secondary is the gateway tried when the primary (Gateway) cannot be
+	// reached, in the same forms; empty for none. It uses the entry's key,
+	// operator and fingerprint.
+	Secondary string `json:"secondary,omitempty"`
 	// Key is the gateway key, at least wire.MinKeyLength characters.
 	Key string `json:"key"`
 	// User is the operator to sign in as; empty for gateways without
