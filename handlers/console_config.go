@@ -1,6 +1,7 @@
 package handlers
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net/http"
@@ -77,6 +78,8 @@ func (c *Console) configPage(w http.ResponseWriter, r *http.Request) {
 			}
 			v.Operators = append(v.Operators, row)
 		}
+	case "servers":
+		v.Nodes, v.NodesError = c.nodeRows(r.Context())
 	case "2fa":
 		if v.TwoFA, err = c.twoFAView(r); err != nil {
 			c.fail(w, r, err)
@@ -402,4 +405,49 @@ func (c *Console) useSelfSigned(w http.ResponseWriter, r *http.Request) {
 		return nil
 	})
 	c.done(w, r, "security", err, msg)
+}
+
+// NodeLister reads the node registry; the console's store has it when it
+// is a *db.DB.
+type NodeLister interface {
+	Nodes(ctx context.Context) ([]db.Node, error)
+}
+
+// Node states on the Servers tab.
+const (
+	NodeActive  = "active"
+	NodeStandby = "standby" // a secondary holding no Clients
+	NodeLost    = "lost"    // not seen within the lease
+)
+
+// NodeState is a node's state as the Servers tab shows it.
+func NodeState(n db.Node) string {
+	switch {
+	case !n.LostAt.IsZero() || n.Age > db.NodeLease:
+		return NodeLost
+	case n.Role == "secondary" && n.Clients == 0:
+		return NodeStandby
+	}
+	return NodeActive
+}
+
+// nodeRows lists the cluster's nodes; a store without the registry shows
+// none, and a read error is shown on the tab rather than failing the page
+// (the role form still works).
+func (c *Console) nodeRows(ctx context.Context) ([]web.NodeRow, string) {
+	nl, ok := c.Store.(NodeLister)
+	if !ok {
+		return nil, ""
+	}
+	nodes, err := nl.Nodes(ctx)
+	if err != nil {
+		c.Logger.Warn("console: cannot read the node registry", "err", err)
+		return nil, "The list of nodes cannot be read now."
+	}
+	rows := make([]web.NodeRow, 0, len(nodes))
+	for _, n := range nodes {
+		rows = append(rows, web.NodeRow{Name: n.Name, URL: n.AdvertiseURL, Role: n.Role, State: NodeState(n),
+			Clients: n.Clients, Sessions: n.Sessions, LastSeen: web.Duration(max(n.Age, 0)) + " ago"})
+	}
+	return rows, ""
 }

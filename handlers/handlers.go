@@ -31,6 +31,9 @@ type Handlers struct {
 	// Ready reports whether the gateway can do its job (listening, and its
 	// events have somewhere safe to go); nil means always ready.
 	Ready func(context.Context) error
+	// State names the ready node's state in the /readyz body ("ready:
+	// active", "ready: standby"); nil says just "ready".
+	State func() string
 	// Metrics serves /metrics; nil leaves the route out.
 	Metrics http.Handler
 	// Console is the admin console; nil leaves it out.
@@ -144,6 +147,10 @@ func (h *Handlers) readyz(w http.ResponseWriter, r *http.Request) {
 			_, _ = w.Write([]byte("not ready: " + err.Error() + "\n"))
 			return
 		}
+	}
+	if h.State != nil {
+		_, _ = w.Write([]byte("ready: " + h.State() + "\n"))
+		return
 	}
 	_, _ = w.Write([]byte("ready\n"))
 }

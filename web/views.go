@@ -167,6 +167,19 @@ type ConfigView struct {
 	// ACME settings, for the form that switches to ACME.
 	ACMEDomains, ACMEEmail, ACMEDirectory string
 	TwoFA                                 TwoFAView
+	// Nodes are the gateway nodes of the cluster (the node registry), for
+	// the Servers tab; NodesError says why they could not be read.
+	Nodes      []NodeRow
+	NodesError string
+}
+
+// NodeRow is one gateway node of the cluster on the Servers tab.
+type NodeRow struct {
+	Name, URL, Role string
+	State           string // active, standby (a secondary holding no Clients), lost
+	Clients         int
+	Sessions        int
+	LastSeen        string // how long ago, by the database's clock
 }
 
 // CertInfo describes the certificate the gateway presents.

@@ -43,7 +43,9 @@ here, or switchboard keys add).`, e.stderr)
 	fs.StringVar(&cfg.LogDir, "log-dir", "", "folder of the GW001.log, GW002.log, ... event logs (default DATA-DIR/logs)")
 	fs.IntVar(&cfg.LogMaxKB, "log-max-kb", 1000, "maximum size of one event log file in KB")
 	host, _ := os.Hostname()
-	fs.StringVar(&cfg.Node, "node", host, "this gateway node's name in events")
+	fs.StringVar(&cfg.Node, "node", host, "this gateway node's name in events and in the node registry; unique in a cluster (every node on the same database)")
+	fs.StringVar(&cfg.Advertise, "advertise", "", "URL the other nodes of the cluster reach this one at (default: the first listen address, with the --node name as host when it listens on all interfaces; https unless --no-tls)")
+	fs.StringVar(&cfg.Role, "role", "", "this node's role: standalone, primary, secondary or balanced; given, it is stored, otherwise the stored server role applies")
 	fs.DurationVar(&cfg.Grace, "shutdown-grace", 10*time.Second, "how long sessions may go on after a stop is asked for")
 	logJSON := fs.Bool("log-json", false, "log as JSON instead of text")
 	metricsAllow := fs.String("metrics-allow", "127.0.0.0/8,::1/128", "addresses or CIDR prefixes allowed to read /metrics; empty disables /metrics")
@@ -56,6 +58,14 @@ here, or switchboard keys add).`, e.stderr)
 	}
 	if len(pos) > 0 {
 		return fmt.Errorf("serve takes no arguments (got %q)", pos)
+	}
+	if err := gateway.CheckRole(cfg.Role); err != nil {
+		return err
+	}
+	if cfg.Advertise != "" {
+		if u, err := url.Parse(cfg.Advertise); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return fmt.Errorf("--advertise must be an http:// or https:// URL (got %q)", cfg.Advertise)
+		}
 	}
 	fs.warnSecretFlags(e.stderr, map[string]string{"gateway-key": "--gateway-key-file or SWITCHBOARD_GATEWAY_KEY"})
 	if fs.isSetOnCommandLine("database-url") && urlHasPassword(cfg.DatabaseURL) {

@@ -31,6 +31,19 @@ type Config struct {
 	LogDir      string // default DataDir/logs
 	LogMaxKB    int
 	Node        string
+	// Advertise is the URL the other nodes of the cluster reach this one
+	// at; empty derives it from the first listen address (see advertiseURL).
+	Advertise string
+	// Role is this node's role given at start: standalone, primary,
+	// secondary or balanced. It wins over the stored server role and is
+	// stored; empty keeps the stored one (see nodeRole).
+	Role string
+	// Heartbeat is how often the node renews its row in the node registry
+	// (default 2 s); the lease is NodeLease.
+	Heartbeat time.Duration
+	// Now is the node's clock, compared with the database's at start
+	// (MaxClockSkew); nil is time.Now. Tests give a skewed one.
+	Now func() time.Time
 	// Grace is how long sessions may go on after a stop is asked for.
 	Grace time.Duration
 	// MetricsAllow are the networks that may read /metrics; none disables it.
@@ -70,7 +83,7 @@ type Config struct {
 func (cfg Config) runtimeConfig() config.Config {
 	return config.Config{
 		Listen: cfg.Listen, CMPI: cfg.CMPI, MaxClients: cfg.MaxClients,
-		LogDir: cfg.LogDir, LogMaxKB: cfg.LogMaxKB, ServerRole: config.RoleStandalone,
+		LogDir: cfg.LogDir, LogMaxKB: cfg.LogMaxKB, ServerRole: roleSetting(cfg.Role),
 		BlockUnencrypted: cfg.BlockUnencrypted, TrustedProxies: cfg.TrustedProxies,
 		TLSSource: transport.SourceSelfSigned, ACMEDomains: cfg.ACMEDomains, ACMEEmail: cfg.ACMEEmail, ACMEDirectory: cfg.ACMEDirectory,
 	}
@@ -108,6 +121,12 @@ func (cfg Config) withDefaults() Config {
 	}
 	if cfg.CMPI == 0 {
 		cfg.CMPI = time.Minute
+	}
+	if cfg.Heartbeat == 0 {
+		cfg.Heartbeat = 2 * time.Second
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
 	}
 	if cfg.Product == "" {
 		cfg.Product = "Switchboard"

@@ -59,6 +59,7 @@ type Gateway struct {
 	shutdownOnce sync.Once
 	stopping     chan struct{}
 	sessionStore *pgxstore.PostgresStore
+	node         *nodeReg // this node's row in the node registry (nodes.go)
 	eventsDone   chan struct{}
 	bg           sync.WaitGroup
 	serveErr     chan error
@@ -70,6 +71,9 @@ type Gateway struct {
 func Start(ctx context.Context, cfg Config) (_ *Gateway, err error) {
 	cfg = cfg.withDefaults()
 	log := cfg.Logger
+	if err := CheckRole(cfg.Role); err != nil {
+		return nil, err
+	}
 	if err := os.MkdirAll(cfg.DataDir, 0o755); err != nil {
 		return nil, fmt.Errorf("data dir: %w", err)
 	}
@@ -102,11 +106,19 @@ func Start(ctx context.Context, cfg Config) (_ *Gateway, err error) {
 	if err := signin.ProtectSecrets(ctx, st, cfg.SecretsKeyFile, cfg.DataDir, log); err != nil {
 		return nil, err
 	}
-	rc, err := loadRuntimeConfig(ctx, st, cfg.runtimeConfig(), cfg.Explicit)
+	// Before anything that stores settings or acts for this node name
+	// (closePreviousRun): a refused start changes nothing.
+	if err := g.checkClock(ctx, st); err != nil {
+		return nil, err
+	}
+	if err := g.claimNode(ctx, st); err != nil {
+		return nil, err
+	}
+	rc, stored, err := g.loadNodeConfig(ctx, st)
 	if err != nil {
 		return nil, err
 	}
-	g.runtime = rc
+	g.runtime = stored
 	if err := g.startEvents(ctx, rc.LogDir, rc.LogMaxKB, early); err != nil {
 		return nil, err
 	}
@@ -179,7 +191,7 @@ func Start(ctx context.Context, cfg Config) (_ *Gateway, err error) {
 	// Browsers drop Secure cookies on plain http (but for localhost), so
 	// the flag follows whether the gateway serves https.
 	sessions.Cookie.Secure = g.tls != nil
-	h := &handlers.Handlers{Relay: g.relay, Logger: log, Ready: g.ready, Static: assets, Events: sink,
+	h := &handlers.Handlers{Relay: g.relay, Logger: log, Ready: g.ready, State: g.nodeState, Static: assets, Events: sink,
 		Security: func() handlers.Security { return *g.security.Load() },
 		Console: &handlers.Console{
 			Relay: g.relay, Store: st, Config: runtimeStore{st, cfg.runtimeConfig()}, Sessions: sessions, Events: nodeSink,
@@ -201,6 +213,7 @@ func Start(ctx context.Context, cfg Config) (_ *Gateway, err error) {
 		return nil, err
 	}
 	g.events.Emit(event.GatewayStarted(rc.MaxClients))
+	g.joinNode(ctx)
 
 	pollCtx, stopPoll := context.WithCancel(context.WithoutCancel(ctx))
 	g.stopPoll = stopPoll
@@ -260,6 +273,9 @@ func loadRuntimeConfig(ctx context.Context, st *db.DB, flags config.Config, expl
 	}
 	if explicit("listen") {
 		cur.Listen = flags.Listen
+	}
+	if explicit("role") {
+		cur.ServerRole = flags.ServerRole
 	}
 	if explicit("cmpi") {
 		cur.CMPI = flags.CMPI
@@ -496,7 +512,7 @@ func (g *Gateway) ready(context.Context) error {
 	if g.relay.Closed() {
 		return errors.New("gateway is stopping")
 	}
-	return nil
+	return g.nodeTaken()
 }
 
 // Addrs are the addresses the gateway listens on now.
@@ -530,6 +546,7 @@ func (g *Gateway) shutdown() {
 	if g.stopPoll != nil {
 		g.stopPoll()
 	}
+	g.stopHeartbeat()
 	if g.certs != nil {
 		g.certs.Close()
 	}
@@ -557,11 +574,13 @@ func (g *Gateway) shutdown() {
 			g.log.Warn("stopping", "err", err)
 		}
 		cancelWait()
+		g.leaveNode() // before the stop event, which ends a run's history
 		if len(servers) > 0 {
 			g.events.Emit(event.GatewayStopped())
 		}
 	}
 	g.bg.Wait()
+	g.leaveNode() // a start that failed before the relay existed
 	if g.stopEvents != nil {
 		g.stopEvents()
 		<-g.eventsDone

@@ -279,6 +279,28 @@ func TOTPEnrolled(operator string) Event {
 	return e
 }
 
+// NodeJoined reports a gateway node that claimed its name in the node
+// registry: its role (standalone, primary, secondary, balanced) and the
+// URL it advertises to the other nodes.
+func NodeJoined(node, role, url string) Event {
+	node, role, url = Safe(node), Safe(role), Safe(url)
+	return newEvent(KindGateway, fmt.Sprintf("Node %s joined the cluster as %s (%s)", node, role, url))
+}
+
+// NodeLeft reports a gateway node that stopped in order and gave its name up.
+func NodeLeft(node string) Event {
+	node = Safe(node)
+	return newEvent(KindGateway, fmt.Sprintf("Node %s left the cluster", node))
+}
+
+// NodeLost reports a gateway node whose lease ran out without an orderly
+// stop (killed, crashed, or cut off from the database); exactly one node of
+// the cluster writes it.
+func NodeLost(node string) Event {
+	node = Safe(node)
+	return newEvent(KindGateway, fmt.Sprintf("Node %s lost", node))
+}
+
 // Sink receives events. Emit must never block the caller for I/O: the relay
 // calls it on its hot paths.
 type Sink interface {
