@@ -19,7 +19,7 @@ import (
 	"github.com/compose-spec/compose-go/v2/types"
 )
 
-func loadCompose(t *testing.T) *types.Project {
+func loadCompose(t *testing.T, profiles ...string) *types.Project {
 	t.Helper()
 	root, err := filepath.Abs("..")
 	if err != nil {
@@ -30,7 +30,10 @@ func loadCompose(t *testing.T) *types.Project {
 		ConfigFiles: []types.ConfigFile{{Filename: filepath.Join(root, "docker-compose.yml")}},
 		// Interpolation sees only what the test gives it.
 		Environment: types.Mapping{"POSTGRES_PASSWORD": "pw-from-env"},
-	}, func(o *loader.Options) { o.SetProjectName("switchboard", true) })
+	}, func(o *loader.Options) {
+		o.SetProjectName("switchboard", true)
+		o.Profiles = profiles
+	})
 	if err != nil {
 		t.Fatalf("docker-compose.yml does not load: %v", err)
 	}
@@ -114,6 +117,50 @@ func TestCompose(t *testing.T) {
 			t.Errorf("database URL %q (password %q)", *dsn, pw)
 		}
 	})
+}
+
+// TestComposeSecondary checks the "secondary" profile: a second node of the
+// same cluster (same database, its own name, role secondary, the primary's
+// secrets key) on another published port, and absent without the profile.
+func TestComposeSecondary(t *testing.T) {
+	if _, err := loadCompose(t).GetService("secondary"); err == nil {
+		t.Fatal("the secondary runs without its profile")
+	}
+	p := loadCompose(t, "secondary")
+	gw, err := p.GetService("gateway")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sec, err := p.GetService("secondary")
+	if err != nil {
+		t.Fatal(err)
+	}
+	env := func(s types.ServiceConfig, k string) string {
+		if v := s.Environment[k]; v != nil {
+			return *v
+		}
+		return ""
+	}
+	if env(sec, "SWITCHBOARD_DATABASE_URL") != env(gw, "SWITCHBOARD_DATABASE_URL") {
+		t.Error("the secondary does not share the primary's database")
+	}
+	if env(sec, "SWITCHBOARD_ROLE") != "secondary" || env(sec, "SWITCHBOARD_NODE") == env(gw, "SWITCHBOARD_NODE") {
+		t.Errorf("secondary node %q role %q, primary node %q", env(sec, "SWITCHBOARD_NODE"), env(sec, "SWITCHBOARD_ROLE"), env(gw, "SWITCHBOARD_NODE"))
+	}
+	keyFile := env(sec, "SWITCHBOARD_SECRETS_KEY_FILE")
+	var shared bool
+	for _, v := range sec.Volumes {
+		shared = shared || (v.Source == "gwdata" && v.ReadOnly && strings.HasPrefix(keyFile, v.Target+"/"))
+	}
+	if !shared {
+		t.Errorf("the secondary's secrets key %q is not the primary's (volumes %+v)", keyFile, sec.Volumes)
+	}
+	if len(sec.Ports) == 0 || sec.Ports[0].Published == "443" {
+		t.Errorf("secondary ports %+v: want its own published port", sec.Ports)
+	}
+	if !strings.HasSuffix(env(sec, "SWITCHBOARD_ADVERTISE"), ":"+sec.Ports[0].Published) {
+		t.Errorf("secondary advertises %q but publishes %+v", env(sec, "SWITCHBOARD_ADVERTISE"), sec.Ports)
+	}
 }
 
 func mustAtoi(t *testing.T, s string) uint32 {

@@ -452,7 +452,7 @@ func keysTab(v ConfigView) templ.Component {
 					return templ_7745c5c3_Err
 				}
 			}
-			templ_7745c5c3_Err = templruntime.WriteString(templ_7745c5c3_Buffer, 32, "</tbody></table><p class=\"muted\">Keys are stored as keyed hashes and never shown. Removing a key disconnects the Clients and Controls using it.</p>")
+			templ_7745c5c3_Err = templruntime.WriteString(templ_7745c5c3_Buffer, 32, "</tbody></table><p class=\"muted\">Only a hash that checks proofs of a key is stored (handshake version 2); keys are never shown. Removing a key disconnects the Clients and Controls using it.</p>")
 			if templ_7745c5c3_Err != nil {
 				return templ_7745c5c3_Err
 			}
