@@ -26,7 +26,7 @@ type clientsQuery struct {
 	page int
 }
 
-var clientSorts = []string{"name", "real_ip", "public_ip", "key", "since", "heartbeat"}
+var clientSorts = []string{"name", "node", "real_ip", "public_ip", "key", "since", "heartbeat"}
 
 func parseClientsQuery(v url.Values) clientsQuery {
 	q := clientsQuery{q: strings.TrimSpace(v.Get("q")), sort: v.Get("sort"), desc: v.Get("desc") == "1"}
@@ -61,6 +61,8 @@ func clientsView(all []relay.ClientInfo, q clientsQuery, now time.Time) web.Clie
 	slices.SortStableFunc(matched, func(a, b relay.ClientInfo) int {
 		var r int
 		switch q.sort {
+		case "node":
+			r = cmp.Compare(a.Node, b.Node)
 		case "real_ip":
 			r = cmp.Compare(a.RealIP, b.RealIP)
 		case "public_ip":
@@ -84,7 +86,7 @@ func clientsView(all []relay.ClientInfo, q clientsQuery, now time.Time) web.Clie
 	page := min(max(q.page, 1), pages)
 	for _, c := range matched[min((page-1)*clientsPerPage, len(matched)):min(page*clientsPerPage, len(matched))] {
 		rows = append(rows, web.ClientRow{
-			Name: c.Name, RealIP: c.RealIP, PublicIP: c.PublicIP, KeyLabel: keyLabel(c), OS: c.OS, Version: c.Version,
+			Name: c.Name, Node: c.Node, RealIP: c.RealIP, PublicIP: c.PublicIP, KeyLabel: keyLabel(c), OS: c.OS, Version: c.Version,
 			Services: c.Services, Since: c.ConnectedSince, LastHeartbeat: c.LastHeartbeat,
 		})
 	}
@@ -103,7 +105,7 @@ func keyLabel(c relay.ClientInfo) string {
 }
 
 func clientMatches(c relay.ClientInfo, needle string) bool {
-	for _, s := range []string{c.Name, c.RealIP, c.PublicIP, c.KeyLabel, c.KeyID, c.OS} {
+	for _, s := range []string{c.Name, c.Node, c.RealIP, c.PublicIP, c.KeyLabel, c.KeyID, c.OS} {
 		if strings.Contains(strings.ToLower(s), needle) {
 			return true
 		}
@@ -116,29 +118,71 @@ func clientMatches(c relay.ClientInfo, needle string) bool {
 	return false
 }
 
+// clusterRelay is a relay that also lists the Clients of the other nodes
+// of its cluster (relay.Server with a Directory).
+type clusterRelay interface {
+	ClusterClients(ctx context.Context) ([]relay.ClientInfo, error)
+}
+
+// outageNote is shown above the list while only this node's Clients can
+// be listed.
+const outageNote = "The database cannot be read now: this list shows the Clients connected to this node only."
+
+// allClients lists the Clients of the whole cluster when the relay can
+// (each with its node), else this node's; note says when the list is
+// this node's alone because the other nodes' could not be read.
+func (c *Console) allClients(ctx context.Context) (all []relay.ClientInfo, note string) {
+	cr, ok := c.Relay.(clusterRelay)
+	if !ok {
+		return c.Relay.Clients(), ""
+	}
+	all, err := cr.ClusterClients(ctx)
+	if err != nil {
+		if c.Logger != nil {
+			c.Logger.Warn("console: cannot list the other nodes' Clients; showing this node's", "err", err)
+		}
+		return all, outageNote
+	}
+	return all, ""
+}
+
 func (c *Console) clientsPage(w http.ResponseWriter, r *http.Request) {
 	q := parseClientsQuery(r.URL.Query())
-	v := clientsView(c.Relay.Clients(), q, c.now())
+	all, note := c.allClients(r.Context())
+	v := clientsView(all, q, c.now())
+	v.Note = note
 	q.page = v.Page
 	c.page(w, r, "Clients", "clients", "/console/clients/stream?"+q.encode(), web.ClientsPage(v))
 }
 
 // clientsStream re-renders the table when Clients come or go, and every few
-// seconds anyway so "last heartbeat" stays true.
+// seconds anyway so "last heartbeat" stays true. The other nodes' Clients
+// come and go unseen by this relay's Version: with a cluster the table is
+// read again every clusterRefresh.
 func (c *Console) clientsStream(w http.ResponseWriter, r *http.Request) {
 	q := parseClientsQuery(r.URL.Query())
 	seen := c.Relay.Version()
 	last := time.Now()
-	c.stream(w, r, func(context.Context) ([]sseEvent, error) {
+	refresh := 5 * time.Second
+	if _, ok := c.Relay.(clusterRelay); ok {
+		refresh = clusterRefresh
+	}
+	c.stream(w, r, func(ctx context.Context) ([]sseEvent, error) {
 		v := c.Relay.Version()
-		if v == seen && time.Since(last) < 5*time.Second {
+		if v == seen && time.Since(last) < refresh {
 			return nil, nil
 		}
 		seen, last = v, time.Now()
-		all := c.Relay.Clients()
+		all, note := c.allClients(ctx)
+		view := clientsView(all, q, c.now())
+		view.Note = note
 		return []sseEvent{
-			{"clients", web.ClientsTable(clientsView(all, q, c.now()))},
+			{"clients", web.ClientsTable(view)},
 			{"count", web.Count(len(all))},
 		}, nil
 	})
 }
+
+// clusterRefresh is how often an open Clients page of a cluster node
+// reads the other nodes' Clients again.
+const clusterRefresh = 2 * time.Second

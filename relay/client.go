@@ -20,6 +20,7 @@ type client struct {
 	conn     net.Conn
 	name     string
 	keyID    string
+	connID   string // random per connection, for presence
 	realIP   string
 	publicIP string
 	os       string
@@ -74,6 +75,12 @@ func (c *client) info() wire.ClientInfo {
 	}
 }
 
+func (c *client) registration(node string) Registration {
+	in := c.info()
+	in.Node = node
+	return Registration{ClientInfo: ClientInfo{ClientInfo: in, KeyID: c.keyID}, ConnID: c.connID}
+}
+
 func (c *client) offers(service string) bool {
 	for _, s := range c.services {
 		if s == service {
@@ -100,7 +107,7 @@ func (s *Server) serveClient(ctx context.Context, p *peerConn) error {
 	now := time.Now()
 	c := &client{
 		conn: p.conn, name: h.Name, keyID: key.KeyID, realIP: h.RealIP, publicIP: p.publicIP,
-		os: h.OS, version: h.Version, services: services, since: now,
+		os: h.OS, version: h.Version, services: services, since: now, connID: newID(),
 	}
 	c.lastSeen.Store(now.UnixNano())
 
@@ -128,6 +135,9 @@ func (s *Server) serveClient(ctx context.Context, p *peerConn) error {
 	s.clients[k] = c
 	s.mu.Unlock()
 	s.version.Add(1)
+	if s.presence != nil {
+		s.presence.Registered(c.registration(s.node))
+	}
 	if old != nil {
 		old.replaced.Store(true)
 		old.close(wire.Goodbye{Reason: "replaced by a new connection of the same Client"})
@@ -172,6 +182,9 @@ func (s *Server) unregister(k clientKey, c *client) {
 	}
 	s.mu.Unlock()
 	s.version.Add(1)
+	if s.presence != nil {
+		s.presence.Unregistered(c.name, c.keyID, c.connID)
+	}
 }
 
 // clientLoop reads the control channel until it ends. Heartbeats are answered

@@ -37,6 +37,12 @@ type Config struct {
 	Logger     *slog.Logger
 	// Auth signs in Controls' operators; nil admits Controls by key alone.
 	Auth Authenticator
+	// Presence hears of every Client connection that registers and ends,
+	// so that other nodes of a cluster can find it; nil for none.
+	Presence Presence
+	// Directory lists the Clients of every node of a cluster for browse
+	// and the console; nil lists this node's alone.
+	Directory Directory
 
 	// HandshakeTimeout bounds the time from upgrade to a verified Hello.
 	// Ten seconds is ample on any real link and short enough that a stalled
@@ -55,6 +61,8 @@ type Server struct {
 	handshakeTimeout time.Duration
 	openTimeout      time.Duration
 	auth             Authenticator
+	presence         Presence
+	directory        Directory
 
 	keys       keyring
 	maxClients atomic.Int64
@@ -91,6 +99,8 @@ func New(cfg Config) *Server {
 		handshakeTimeout: cfg.HandshakeTimeout,
 		openTimeout:      cfg.OpenTimeout,
 		auth:             cfg.Auth,
+		presence:         cfg.Presence,
+		directory:        cfg.Directory,
 		clients:          make(map[clientKey]*client),
 		sessions:         make(map[string]*session),
 		pending:          make(map[string]*pendingOpen),
@@ -324,7 +334,7 @@ func (s *Server) serveBrowse(ctx context.Context, p *peerConn) error {
 	if _, err := s.authenticate(ctx, p); err != nil {
 		return err
 	}
-	infos := s.ClientsForKey(key.KeyID)
+	infos := s.browseList(ctx, key.KeyID)
 	_ = p.conn.SetWriteDeadline(time.Now().Add(30 * time.Second))
 	const page = 500
 	for i := 0; ; i += page {
@@ -346,28 +356,158 @@ type ClientInfo struct {
 	KeyLabel string
 }
 
-// Clients lists every connected Client, sorted by name.
+// Clients lists every Client connected to this node, sorted by name.
 func (s *Server) Clients() []ClientInfo {
 	cs := s.snapshotClients()
 	out := make([]ClientInfo, 0, len(cs))
 	for _, c := range cs {
 		key, _ := s.keys.lookup(c.keyID)
-		out = append(out, ClientInfo{ClientInfo: c.info(), KeyID: c.keyID, KeyLabel: key.Label})
+		out = append(out, ClientInfo{ClientInfo: s.clientInfo(c), KeyID: c.keyID, KeyLabel: key.Label})
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out
 }
 
-// ClientsForKey lists the Clients holding keyID, sorted by name.
+// ClientsForKey lists the Clients holding keyID connected to this node,
+// sorted by name.
 func (s *Server) ClientsForKey(keyID string) []wire.ClientInfo {
 	var out []wire.ClientInfo
 	for _, c := range s.snapshotClients() {
 		if c.keyID == keyID {
-			out = append(out, c.info())
+			out = append(out, s.clientInfo(c))
 		}
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out
+}
+
+// clientInfo is c as browse shows it, with this node's name.
+func (s *Server) clientInfo(c *client) wire.ClientInfo {
+	in := c.info()
+	in.Node = s.node
+	return in
+}
+
+// Presence hears of Client connections as they register and end, with
+// the connection's random id. Its methods are called on the relay's
+// connection goroutines and must not block: queue, and write elsewhere.
+type Presence interface {
+	Registered(Registration)
+	Unregistered(name, keyID, connID string)
+}
+
+// Registration is one registered Client connection.
+type Registration struct {
+	ClientInfo
+	ConnID string
+}
+
+// Directory lists the Clients of every node of a cluster, with their
+// node's name (wire.ClientInfo.Node).
+type Directory interface {
+	// ClientsForKey lists the Clients holding keyID, on every node.
+	ClientsForKey(ctx context.Context, keyID string) ([]wire.ClientInfo, error)
+	// Clients lists every Client of the cluster, with its KeyID.
+	Clients(ctx context.Context) ([]ClientInfo, error)
+}
+
+// directoryTimeout bounds a Directory lookup: a database that does not
+// answer in this time is treated as away.
+const directoryTimeout = 3 * time.Second
+
+// browseList is what a browse for keyID returns: this node's Clients (the
+// truth for this node) and, with a Directory, the other nodes' Clients.
+// When the Directory fails (a database outage) the browse lists this
+// node's Clients alone and the failure is logged: the wire's ClientList
+// has no field to say so, and a Control still sees every Client it can
+// reach through this node.
+func (s *Server) browseList(ctx context.Context, keyID string) []wire.ClientInfo {
+	local := s.ClientsForKey(keyID)
+	if s.directory == nil {
+		return local
+	}
+	dctx, cancel := context.WithTimeout(ctx, directoryTimeout)
+	defer cancel()
+	all, err := s.directory.ClientsForKey(dctx, keyID)
+	if err != nil {
+		s.log.Warn("browse: cannot list the other nodes' Clients; listing this node's alone", "err", err)
+		return local
+	}
+	here := make(map[string]bool, len(local))
+	for _, c := range local {
+		here[c.Name] = true
+	}
+	out := local
+	for _, c := range all {
+		if c.Node != s.node && !here[c.Name] {
+			here[c.Name] = true
+			out = append(out, c)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
+
+// ClusterClients lists every Client of the cluster: this node's own, and
+// the other nodes' from the Directory (none without one). With an error
+// (the Directory failed) it still returns this node's Clients.
+func (s *Server) ClusterClients(ctx context.Context) ([]ClientInfo, error) {
+	local := s.Clients()
+	if s.directory == nil {
+		return local, nil
+	}
+	dctx, cancel := context.WithTimeout(ctx, directoryTimeout)
+	defer cancel()
+	all, err := s.directory.Clients(dctx)
+	if err != nil {
+		return local, err
+	}
+	here := make(map[clientKey]bool, len(local))
+	for _, c := range local {
+		here[clientKey{c.Name, c.KeyID}] = true
+	}
+	out := local
+	for _, c := range all {
+		k := clientKey{c.Name, c.KeyID}
+		if c.Node == s.node || here[k] {
+			continue
+		}
+		here[k] = true
+		key, _ := s.keys.lookup(c.KeyID)
+		c.KeyLabel = key.Label
+		out = append(out, c)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out, nil
+}
+
+// Registrations lists this node's Client connections with their ids.
+func (s *Server) Registrations() []Registration {
+	cs := s.snapshotClients()
+	out := make([]Registration, 0, len(cs))
+	for _, c := range cs {
+		out = append(out, c.registration(s.node))
+	}
+	return out
+}
+
+// DropClient ends this node's connection of the Client name of keyID
+// because the Client is connected elsewhere now (to another node of the
+// cluster): the connection is told reason and closed, and, as with a
+// connection replaced on this node, no "Disconnected" event is written,
+// since the Client is still connected. A non-empty connID drops only that
+// connection, so a newer one of the same Client is never cut by a
+// decision taken about an older one. It reports whether it dropped one.
+func (s *Server) DropClient(name, keyID, connID, reason string) bool {
+	s.mu.Lock()
+	c := s.clients[clientKey{name, keyID}]
+	s.mu.Unlock()
+	if c == nil || (connID != "" && c.connID != connID) {
+		return false
+	}
+	c.replaced.Store(true)
+	c.close(wire.Goodbye{Reason: reason})
+	return true
 }
 
 // Stats are counters for metrics and the console.

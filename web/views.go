@@ -34,22 +34,25 @@ type Layout struct {
 
 // ClientRow is one connected Client.
 type ClientRow struct {
-	Name, RealIP, PublicIP, KeyLabel, OS, Version string
-	Services                                      []string
-	Since, LastHeartbeat                          time.Time
+	Name, Node, RealIP, PublicIP, KeyLabel, OS, Version string
+	Services                                            []string
+	Since, LastHeartbeat                                time.Time
 }
 
 // ClientsView is a page of the Clients list.
 type ClientsView struct {
 	Rows    []ClientRow
 	Query   string
-	Sort    string // name, real_ip, public_ip, key, since, heartbeat
+	Sort    string // name, node, real_ip, public_ip, key, since, heartbeat
 	Desc    bool
 	Page    int // 1-based
 	Pages   int
 	Total   int // matching the query
 	PerPage int
 	Now     time.Time
+	// Note, when set, says the list is incomplete (the other nodes'
+	// Clients cannot be read while the database is away).
+	Note string
 }
 
 // URL is the clients page URL with some parameters changed.

@@ -41,6 +41,10 @@ type Config struct {
 	// Heartbeat is how often the node renews its row in the node registry
 	// (default 2 s); the lease is NodeLease.
 	Heartbeat time.Duration
+	// PresencePoll is how often the node compares its Clients with the
+	// presence table, dropping those connected to another node since
+	// (default 1 s; see presence.go).
+	PresencePoll time.Duration
 	// Now is the node's clock, compared with the database's at start
 	// (MaxClockSkew); nil is time.Now. Tests give a skewed one.
 	Now func() time.Time
@@ -124,6 +128,9 @@ func (cfg Config) withDefaults() Config {
 	}
 	if cfg.Heartbeat == 0 {
 		cfg.Heartbeat = 2 * time.Second
+	}
+	if cfg.PresencePoll == 0 {
+		cfg.PresencePoll = time.Second
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now

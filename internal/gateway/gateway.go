@@ -59,7 +59,8 @@ type Gateway struct {
 	shutdownOnce sync.Once
 	stopping     chan struct{}
 	sessionStore *pgxstore.PostgresStore
-	node         *nodeReg // this node's row in the node registry (nodes.go)
+	node         *nodeReg  // this node's row in the node registry (nodes.go)
+	presence     *presence // this node's Clients in the presence table (presence.go)
 	eventsDone   chan struct{}
 	bg           sync.WaitGroup
 	serveErr     chan error
@@ -114,6 +115,12 @@ func Start(ctx context.Context, cfg Config) (_ *Gateway, err error) {
 	if err := g.claimNode(ctx, st); err != nil {
 		return nil, err
 	}
+	g.presence = newPresence(g)
+	if n, err := st.DeleteNodePresence(ctx, cfg.Node); err != nil {
+		return nil, err
+	} else if n > 0 {
+		log.Info("presence: removed the Clients the previous run of this node left listed", "clients", n)
+	}
 	rc, stored, err := g.loadNodeConfig(ctx, st)
 	if err != nil {
 		return nil, err
@@ -161,7 +168,7 @@ func Start(ctx context.Context, cfg Config) (_ *Gateway, err error) {
 	}
 	g.relay = relay.New(relay.Config{
 		Node: cfg.Node, Salt: salt, MaxClients: rc.MaxClients, CMPI: rc.CMPI,
-		Events: sink, Logger: log, Auth: signins,
+		Events: sink, Logger: log, Auth: signins, Presence: g.presence, Directory: g.presence,
 	})
 	g.relay.SetKeys(relayKeys(keys))
 	if len(keys) == 0 {
@@ -213,6 +220,7 @@ func Start(ctx context.Context, cfg Config) (_ *Gateway, err error) {
 		return nil, err
 	}
 	g.events.Emit(event.GatewayStarted(rc.MaxClients))
+	g.presence.start(ctx)
 	g.joinNode(ctx)
 
 	pollCtx, stopPoll := context.WithCancel(context.WithoutCancel(ctx))

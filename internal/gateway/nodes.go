@@ -337,6 +337,9 @@ func (g *Gateway) heartbeatOnce(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
+		if err := g.presence.heartbeat(ctx, st); err != nil {
+			return err
+		}
 	}
 	g.keepLock(ctx, st)
 	lost, err := st.MarkLostNodes(ctx, g.cfg.Node, db.NodeLease)
@@ -386,11 +389,17 @@ func (g *Gateway) leaveNode() {
 		return
 	}
 	g.stopHeartbeat()
+	g.presence.stopPresence()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	left, err := g.DB().LeaveNode(ctx, g.cfg.Node, reg.nonce)
 	if err != nil {
 		g.log.Warn("node registry: cannot remove this node's row; the other nodes will report it lost", "err", err)
+	}
+	if left {
+		if _, err := g.DB().DeleteNodePresence(ctx, g.cfg.Node); err != nil {
+			g.log.Warn("presence: cannot remove this node's Clients; the other nodes remove them when they report it lost", "err", err)
+		}
 	}
 	reg.mu.Lock()
 	joined := reg.joined
