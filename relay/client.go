@@ -126,10 +126,16 @@ func (s *Server) serveClient(ctx context.Context, p *peerConn) error {
 		// the gateway noticing yet) replaces itself: it uses no new licence.
 		n--
 	}
+	// The licence is the cluster's: the Clients of the other nodes count
+	// too, except this very Client's row there (it is moving here, and
+	// uses no new licence). The refusal and its event are this node's.
+	if limit > 0 && s.cluster != nil {
+		n += int64(s.cluster.OtherClients(h.Name, key.KeyID))
+	}
 	if limit > 0 && n >= limit {
 		s.mu.Unlock()
 		s.emit(event.LicenceExceeded(h.Name, h.RealIP, p.publicIP))
-		s.refuse(p, wire.CodeLicence, fmt.Sprintf("licence limit reached: this gateway accepts at most %d Clients", limit))
+		s.refuse(p, wire.CodeLicence, fmt.Sprintf("licence limit reached: at most %d Clients may be connected to this gateway (all nodes of its cluster together)", limit))
 		return fmt.Errorf("relay: client %q from %s: licence limit %d", h.Name, p.publicIP, limit)
 	}
 	s.clients[k] = c

@@ -43,6 +43,10 @@ type Config struct {
 	// Directory lists the Clients of every node of a cluster for browse
 	// and the console; nil lists this node's alone.
 	Directory Directory
+	// Cluster tells how many Clients the other nodes of a cluster hold,
+	// so that MaxClients is the licence of the whole cluster; nil counts
+	// this node's Clients alone.
+	Cluster Cluster
 
 	// HandshakeTimeout bounds the time from upgrade to a verified Hello.
 	// Ten seconds is ample on any real link and short enough that a stalled
@@ -63,6 +67,7 @@ type Server struct {
 	auth             Authenticator
 	presence         Presence
 	directory        Directory
+	cluster          Cluster
 
 	keys       keyring
 	maxClients atomic.Int64
@@ -101,6 +106,7 @@ func New(cfg Config) *Server {
 		auth:             cfg.Auth,
 		presence:         cfg.Presence,
 		directory:        cfg.Directory,
+		cluster:          cfg.Cluster,
 		clients:          make(map[clientKey]*client),
 		sessions:         make(map[string]*session),
 		pending:          make(map[string]*pendingOpen),
@@ -394,6 +400,18 @@ func (s *Server) clientInfo(c *client) wire.ClientInfo {
 type Presence interface {
 	Registered(Registration)
 	Unregistered(name, keyID, connID string)
+}
+
+// Cluster counts the Clients of the other nodes of a cluster, for the
+// licence limit (MaxClients), which holds for the whole cluster: a Client
+// is admitted while this node's Clients plus OtherClients stay below it.
+// A Client is counted once wherever it is: OtherClients leaves out a row
+// of the very Client asking (same name and key), since one failing over or
+// moving uses no new licence. It is called with the relay's lock held, on
+// every Client registration, so it must answer from memory and never
+// block (no database round trip).
+type Cluster interface {
+	OtherClients(name, keyID string) int
 }
 
 // Registration is one registered Client connection.

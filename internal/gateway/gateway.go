@@ -168,7 +168,7 @@ func Start(ctx context.Context, cfg Config) (_ *Gateway, err error) {
 	}
 	g.relay = relay.New(relay.Config{
 		Node: cfg.Node, Salt: salt, MaxClients: rc.MaxClients, CMPI: rc.CMPI,
-		Events: sink, Logger: log, Auth: signins, Presence: g.presence, Directory: g.presence,
+		Events: sink, Logger: log, Auth: signins, Presence: g.presence, Directory: g.presence, Cluster: g.presence,
 	})
 	g.relay.SetKeys(relayKeys(keys))
 	if len(keys) == 0 {

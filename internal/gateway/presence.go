@@ -25,12 +25,25 @@ package gateway
 //     at its orderly stop, and at its start what its previous run left.
 //   - Browse and the console read the rows through relay.Directory; with
 //     the database away they list this node's Clients alone.
+//   - The licence limit (max-clients) holds for the whole cluster: the
+//     relay admits a Client while its own Clients plus the other nodes'
+//     stay below it (relay.Cluster). Each poll reads the (name, key) of
+//     the other nodes' fresh rows (renewed within db.NodeLease) into a
+//     snapshot in memory, which the relay reads without waiting; a Client
+//     that this node holds too is counted once, here, and a Client's own
+//     row elsewhere does not count against it (it is moving, and uses no
+//     new licence). A Client connecting elsewhere shows here within a
+//     poll, so two nodes admitting at once may go past the limit by a few
+//     for that long. With the database away the last snapshot stands.
 
 import (
 	"context"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
+
+	"github.com/jackc/pgx/v5"
 
 	"github.com/switchboard/switchboard/db"
 	"github.com/switchboard/switchboard/relay"
@@ -62,6 +75,10 @@ type presence struct {
 	inflight bool   // a batch is being written
 	resync   bool   // replace this node's rows with what the relay holds
 	wake     chan struct{}
+
+	// remote is the snapshot of the other nodes' Clients (relay.Cluster),
+	// replaced whole at each poll.
+	remote atomic.Pointer[remoteClients]
 
 	// Only the loop uses these.
 	lastPoll time.Time
@@ -141,6 +158,57 @@ func (p *presence) Clients(ctx context.Context) ([]relay.ClientInfo, error) {
 		out = append(out, relay.ClientInfo{ClientInfo: infoOf(r), KeyID: r.KeyID})
 	}
 	return out, nil
+}
+
+// clientID is a Client in the cluster: its name within its key space.
+type clientID struct{ name, keyID string }
+
+// remoteClients is the Clients the other nodes hold, as of one poll. At
+// 100,000 Clients the set is a few MB, read once a poll.
+type remoteClients struct {
+	set map[clientID]struct{}
+}
+
+// OtherClients is relay.Cluster: how many Clients the other nodes hold, as
+// of the last poll, leaving out name/keyID itself. It reads the snapshot
+// only and never waits for the database: during an outage the last
+// snapshot read stands (none read yet: zero, this node's count alone).
+func (p *presence) OtherClients(name, keyID string) int {
+	r := p.remote.Load()
+	if r == nil {
+		return 0
+	}
+	n := len(r.set)
+	if _, ok := r.set[clientID{name, keyID}]; ok {
+		n--
+	}
+	return n
+}
+
+// refreshRemote replaces the snapshot of the other nodes' Clients with the
+// fresh rows the database holds now, leaving out the Clients this node
+// holds too (counted here; the other node is dropping or has dropped its
+// connection). Only the names and keys are read.
+func (p *presence) refreshRemote(ctx context.Context) error {
+	rows, err := p.g.DB().Pool().Query(ctx, `SELECT name, key_id FROM presence
+WHERE node <> $1 AND last_heartbeat > now() - make_interval(secs => $2)`, p.node, db.NodeLease.Seconds())
+	if err != nil {
+		return err
+	}
+	set := make(map[clientID]struct{})
+	var id clientID
+	_, err = pgx.ForEachRow(rows, []any{&id.name, &id.keyID}, func() error {
+		set[id] = struct{}{}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	for _, r := range p.g.relay.Registrations() {
+		delete(set, clientID{r.Name, r.KeyID})
+	}
+	p.remote.Store(&remoteClients{set: set})
+	return nil
 }
 
 // start runs the writer and poller until stopPresence.
@@ -297,16 +365,22 @@ func (p *presence) pollOnce(ctx context.Context) error {
 	}
 	p.lastPoll = start
 	p.polls++
-	if len(rows) == 0 {
-		return nil
+	if len(rows) > 0 {
+		p.dropMoved(rows)
 	}
-	type key struct{ name, keyID string }
-	mine := make(map[key]relay.Registration)
+	// After the drops, so that a Client that moved away is counted there.
+	return p.refreshRemote(ctx)
+}
+
+// dropMoved drops this node's connections of Clients whose row another
+// node now holds with a newer connection.
+func (p *presence) dropMoved(rows []db.Presence) {
+	mine := make(map[clientID]relay.Registration)
 	for _, r := range p.g.relay.Registrations() {
-		mine[key{r.Name, r.KeyID}] = r
+		mine[clientID{r.Name, r.KeyID}] = r
 	}
 	for _, row := range rows {
-		r, ok := mine[key{row.Name, row.KeyID}]
+		r, ok := mine[clientID{row.Name, row.KeyID}]
 		// The newer connection wins, as the upsert decides: one of ours
 		// not written yet may be the newer one.
 		if !ok || row.ConnectedAt.Before(r.ConnectedSince.Truncate(time.Microsecond)) {
@@ -316,5 +390,4 @@ func (p *presence) pollOnce(ctx context.Context) error {
 			p.log.Info("presence: Client connected to another node; dropping its connection here", "client", row.Name, "node", row.Node)
 		}
 	}
-	return nil
 }
