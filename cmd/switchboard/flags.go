@@ -89,11 +89,10 @@ func (fs *flagSet) parse(args []string) ([]string, error) {
 // isSet reports whether a flag was given on the command line or the
 // environment (after parse).
 func (fs *flagSet) isSet(name string) bool {
-	found := false
-	fs.Visit(func(f *flag.Flag) { found = found || f.Name == name })
-	if !found {
-		_, found = os.LookupEnv(envName(name))
+	if fs.isSetOnCommandLine(name) {
+		return true
 	}
+	_, found := os.LookupEnv(envName(name))
 	return found
 }
 
@@ -119,9 +118,19 @@ func (fs *flagSet) warnSecretFlags(w io.Writer, safer map[string]string) {
 }
 
 // readSecretFile reads a secret (a key, a password) from a file: the first
-// line, without its line ending. A file that others may read is refused,
-// since the point of the file is that they cannot.
+// line, without its line ending.
 func readSecretFile(flagName, path string) (string, error) {
+	b, err := readPrivateFile(flagName, path)
+	if err != nil {
+		return "", err
+	}
+	line, _, _ := strings.Cut(b, "\n")
+	return strings.TrimRight(line, "\r"), nil
+}
+
+// readPrivateFile reads a file of secrets. One that others may read is
+// refused, since the point of the file is that they cannot.
+func readPrivateFile(flagName, path string) (string, error) {
 	fi, err := os.Stat(path)
 	if err != nil {
 		return "", fmt.Errorf("--%s: %w", flagName, err)
@@ -133,8 +142,7 @@ func readSecretFile(flagName, path string) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("--%s: %w", flagName, err)
 	}
-	line, _, _ := strings.Cut(string(b), "\n")
-	return strings.TrimRight(line, "\r"), nil
+	return string(b), nil
 }
 
 // isSetOnCommandLine reports whether a flag was given as an argument (not

@@ -141,15 +141,12 @@ func (e *cmdEnv) printServeHints(ctx context.Context, g *gateway.Gateway, cfg ga
 // readKeysFile reads --gateway-key-file: one key a line; blank lines and
 // lines starting with # are skipped.
 func readKeysFile(path string) ([]string, error) {
-	if _, err := readSecretFile("gateway-key-file", path); err != nil {
-		return nil, err // the mode check
-	}
-	b, err := os.ReadFile(path)
+	b, err := readPrivateFile("gateway-key-file", path)
 	if err != nil {
-		return nil, fmt.Errorf("--gateway-key-file: %w", err)
+		return nil, err
 	}
 	var keys []string
-	for _, line := range strings.Split(string(b), "\n") {
+	for _, line := range strings.Split(b, "\n") {
 		line = strings.TrimRight(line, "\r")
 		if strings.TrimSpace(line) == "" || strings.HasPrefix(strings.TrimSpace(line), "#") {
 			continue

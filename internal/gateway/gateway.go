@@ -697,14 +697,19 @@ func (g *Gateway) applySecurity(c config.Config) error {
 	return nil
 }
 
+// closeRunWait bounds how long a start waits for the previous run's spooled
+// events to be stored before it checks how that run ended.
+const closeRunWait = 3 * time.Second
+
 // closePreviousRun records as ended what this node's previous run left
 // open when it died without its stop event (kill -9, power loss), so the
 // history has no Client that connected and never left. It runs after the
 // event log has delivered what the previous run spooled, and before this
 // run's start event. If the store cannot be read now, the holes stay and
-// the next start tries again.
+// the next start tries again. It holds up the start by at most
+// closeRunWait, so a start during a database outage is barely delayed.
 func (g *Gateway) closePreviousRun(ctx context.Context, st *db.DB) {
-	fctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	fctx, cancel := context.WithTimeout(ctx, closeRunWait)
 	defer cancel()
 	if err := g.events.Flush(fctx); err != nil {
 		g.log.Warn("cannot check how the previous run ended: spooled events are not stored yet", "err", err)
