@@ -2,6 +2,7 @@ package db
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"time"
@@ -15,10 +16,12 @@ import (
 type Node struct {
 	Name         string
 	AdvertiseURL string
-	Role         string
-	Version      string
-	StartedAt    time.Time
-	LastSeen     time.Time
+	// Fingerprint is the SHA-256 of the node's TLS certificate, "" without TLS.
+	Fingerprint string
+	Role        string
+	Version     string
+	StartedAt   time.Time
+	LastSeen    time.Time
 	// Nonce is random per process run: only the run holding the row renews it.
 	Nonce    string
 	Clients  int
@@ -55,12 +58,12 @@ func (e *NodeLiveError) Error() string {
 
 func (e *NodeLiveError) Unwrap() error { return ErrNodeLive }
 
-const nodeColumns = "name, advertise_url, role, version, started_at, last_seen, nonce, clients, sessions, lost_at, now() - last_seen"
+const nodeColumns = "name, advertise_url, fingerprint, role, version, started_at, last_seen, nonce, clients, sessions, lost_at, now() - last_seen"
 
 func scanNode(row pgx.Row) (Node, error) {
 	var n Node
 	var lost *time.Time
-	err := row.Scan(&n.Name, &n.AdvertiseURL, &n.Role, &n.Version, &n.StartedAt, &n.LastSeen, &n.Nonce,
+	err := row.Scan(&n.Name, &n.AdvertiseURL, &n.Fingerprint, &n.Role, &n.Version, &n.StartedAt, &n.LastSeen, &n.Nonce,
 		&n.Clients, &n.Sessions, &lost, &n.Age)
 	if lost != nil {
 		n.LostAt = *lost
@@ -82,14 +85,14 @@ func (db *DB) ClaimNode(ctx context.Context, n Node, lease time.Duration, force 
 
 func (db *DB) claimNode(ctx context.Context, n Node, lease time.Duration, force bool, tries int) (Node, error) {
 	row := db.pool.QueryRow(ctx, `
-INSERT INTO nodes (name, advertise_url, role, version, started_at, last_seen, nonce, clients, sessions, lost_at)
-VALUES ($1, $2, $3, $4, now(), now(), $5, $6, $7, NULL)
-ON CONFLICT (name) DO UPDATE SET advertise_url = EXCLUDED.advertise_url, role = EXCLUDED.role,
+INSERT INTO nodes (name, advertise_url, role, version, started_at, last_seen, nonce, clients, sessions, lost_at, fingerprint)
+VALUES ($1, $2, $3, $4, now(), now(), $5, $6, $7, NULL, $10)
+ON CONFLICT (name) DO UPDATE SET advertise_url = EXCLUDED.advertise_url, role = EXCLUDED.role, fingerprint = EXCLUDED.fingerprint,
 	version = EXCLUDED.version, started_at = CASE WHEN nodes.nonce = EXCLUDED.nonce THEN nodes.started_at ELSE now() END,
 	last_seen = now(), nonce = EXCLUDED.nonce, clients = EXCLUDED.clients, sessions = EXCLUDED.sessions, lost_at = NULL
 WHERE $8 OR nodes.nonce = EXCLUDED.nonce OR nodes.last_seen < now() - make_interval(secs => $9)
 RETURNING `+nodeColumns,
-		n.Name, n.AdvertiseURL, n.Role, n.Version, n.Nonce, n.Clients, n.Sessions, force, seconds(lease))
+		n.Name, n.AdvertiseURL, n.Role, n.Version, n.Nonce, n.Clients, n.Sessions, force, seconds(lease), n.Fingerprint)
 	claimed, err := scanNode(row)
 	if err == nil {
 		return claimed, nil
@@ -113,9 +116,9 @@ RETURNING `+nodeColumns,
 // ErrNodeTaken when the row is not held by nonce (any more).
 func (db *DB) HeartbeatNode(ctx context.Context, n Node) error {
 	tag, err := db.pool.Exec(ctx, `
-UPDATE nodes SET last_seen = now(), clients = $3, sessions = $4, advertise_url = $5, role = $6, lost_at = NULL
+UPDATE nodes SET last_seen = now(), clients = $3, sessions = $4, advertise_url = $5, role = $6, lost_at = NULL, fingerprint = $7
 WHERE name = $1 AND nonce = $2`,
-		n.Name, n.Nonce, n.Clients, n.Sessions, n.AdvertiseURL, n.Role)
+		n.Name, n.Nonce, n.Clients, n.Sessions, n.AdvertiseURL, n.Role, n.Fingerprint)
 	if err != nil {
 		return fmt.Errorf("db: heartbeat node %s: %w", n.Name, err)
 	}
@@ -240,4 +243,28 @@ func (l *NodeLock) Release() {
 		_ = l.conn.Conn().Close(ctx)
 	}
 	l.conn.Release()
+}
+
+// ClusterSecret is the installation's secret for node-to-node links,
+// made by the first caller.
+func (db *DB) ClusterSecret(ctx context.Context) ([]byte, error) {
+	fresh := make([]byte, 32)
+	if _, err := rand.Read(fresh); err != nil {
+		return nil, fmt.Errorf("db: cluster secret: %w", err)
+	}
+	// Two nodes making it at once: the one that waited on the other's
+	// insert sees no row in its statement's snapshot, and reads again.
+	for try := 0; ; try++ {
+		var secret []byte
+		err := db.pool.QueryRow(ctx, `
+WITH made AS (INSERT INTO cluster_secret (id, secret) VALUES (1, $1) ON CONFLICT (id) DO NOTHING RETURNING secret)
+SELECT secret FROM made UNION ALL SELECT secret FROM cluster_secret WHERE id = 1 LIMIT 1`, fresh).Scan(&secret)
+		if errors.Is(err, pgx.ErrNoRows) && try < 3 {
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("db: cluster secret: %w", err)
+		}
+		return secret, nil
+	}
 }

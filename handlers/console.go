@@ -66,9 +66,12 @@ type Console struct {
 	Config   ConfigStore
 	Sessions *scs.SessionManager
 	Signin   *signin.Service
-	Events   event.Sink
-	Asset    func(string) string
-	Logger   *slog.Logger
+	// Cluster lists and ends the sessions of every node of a cluster;
+	// nil: this node's alone.
+	Cluster ClusterSessions
+	Events  event.Sink
+	Asset   func(string) string
+	Logger  *slog.Logger
 	// Stopping is closed when the gateway stops, ending live streams so a
 	// graceful shutdown need not wait for browsers to go away.
 	Stopping <-chan struct{}

@@ -4,15 +4,40 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"strings"
 
 	"github.com/go-chi/chi/v5"
 
 	"github.com/switchboard/switchboard/internal/audit/event"
+	"github.com/switchboard/switchboard/relay"
 	"github.com/switchboard/switchboard/web"
 )
 
-func (c *Console) sessionsView() web.SessionsView {
-	ss := c.Relay.Sessions()
+// ClusterSessions is the sessions of a whole cluster.
+type ClusterSessions interface {
+	// ClusterSessions lists every node's sessions, each with its Node;
+	// unreachable names the nodes that did not answer.
+	ClusterSessions(ctx context.Context) (all []relay.SessionInfo, unreachable []string)
+	// TerminateClusterSession ends the session id that node brokers; by
+	// is the operator asking.
+	TerminateClusterSession(ctx context.Context, node, id, by string) error
+}
+
+// sessions lists the sessions the page shows: the cluster's when there
+// is one.
+func (c *Console) sessions(ctx context.Context) (ss []relay.SessionInfo, note string) {
+	if c.Cluster == nil {
+		return c.Relay.Sessions(), ""
+	}
+	ss, unreachable := c.Cluster.ClusterSessions(ctx)
+	if len(unreachable) > 0 {
+		note = "Sessions of " + strings.Join(unreachable, ", ") + " cannot be listed now: this list leaves them out."
+	}
+	return ss, note
+}
+
+func (c *Console) sessionsView(ctx context.Context) web.SessionsView {
+	ss, note := c.sessions(ctx)
 	rows := make([]web.SessionRow, len(ss))
 	for i, s := range ss {
 		op := s.Operator
@@ -22,23 +47,25 @@ func (c *Console) sessionsView() web.SessionsView {
 		}
 		rows[i] = web.SessionRow{
 			ID: s.ID, Control: s.Control, ControlIP: s.ControlIP, Client: s.Client, Service: s.Service,
-			Operator: op,
-			Started:  s.Started, BytesUp: s.BytesUp, BytesDown: s.BytesDown,
+			Operator: op, Node: s.Node, ClientNode: s.ClientNode,
+			Started: s.Started, BytesUp: s.BytesUp, BytesDown: s.BytesDown,
 		}
 	}
-	return web.SessionsView{Rows: rows, Now: c.now()}
+	return web.SessionsView{Rows: rows, Now: c.now(), Cluster: c.Cluster != nil, Note: note}
 }
 
 func (c *Console) sessionsPage(w http.ResponseWriter, r *http.Request) {
-	c.page(w, r, "Active Sessions", "sessions", "/console/sessions/stream", web.SessionsPage(c.sessionsView()))
+	c.page(w, r, "Active Sessions", "sessions", "/console/sessions/stream", web.SessionsPage(c.sessionsView(r.Context())))
 }
 
 // sessionsStream re-renders every second: durations and byte counts move
-// even when no session comes or goes.
+// even when no session comes or goes. The other nodes' sessions come and
+// go unseen by this relay's Version: with a cluster the table is rendered
+// every two seconds whatever happens here.
 func (c *Console) sessionsStream(w http.ResponseWriter, r *http.Request) {
 	tick := 0
 	seen := c.Relay.Version()
-	c.stream(w, r, func(context.Context) ([]sseEvent, error) {
+	c.stream(w, r, func(ctx context.Context) ([]sseEvent, error) {
 		tick++
 		v := c.Relay.Version()
 		if v == seen && tick%2 != 0 {
@@ -46,7 +73,7 @@ func (c *Console) sessionsStream(w http.ResponseWriter, r *http.Request) {
 		}
 		seen = v
 		return []sseEvent{
-			{"sessions", web.SessionsTable(c.sessionsView())},
+			{"sessions", web.SessionsTable(c.sessionsView(ctx))},
 			{"count", web.Count(c.Relay.Stats().Clients)},
 		}, nil
 	})
@@ -54,18 +81,32 @@ func (c *Console) sessionsStream(w http.ResponseWriter, r *http.Request) {
 
 func (c *Console) terminateSession(w http.ResponseWriter, r *http.Request) {
 	id := chi.URLParam(r, "id")
+	node := r.URL.Query().Get("node")
+	op := operatorOf(r).Name
 	var found bool
 	var client, control string
-	for _, s := range c.Relay.Sessions() {
-		if s.ID == id {
-			found, client, control = true, s.Client, s.Control
+	ss, _ := c.sessions(r.Context())
+	for _, s := range ss {
+		if s.ID == id && (node == "" || s.Node == node) {
+			found, client, control, node = true, s.Client, s.Control, s.Node
 		}
 	}
-	if !found || !c.Relay.TerminateSession(id) {
-		c.fail(w, r, &Error{Status: http.StatusNotFound, Message: "That session has already ended."})
+	var ended bool
+	switch {
+	case !found:
+	case c.Cluster != nil:
+		err := c.Cluster.TerminateClusterSession(r.Context(), node, id, op)
+		if err != nil && c.Logger != nil {
+			c.Logger.Warn("console: cannot terminate a session", "node", node, "session", id, "err", err)
+		}
+		ended = err == nil
+	default:
+		ended = c.Relay.TerminateSession(id)
+	}
+	if !ended {
+		c.fail(w, r, &Error{Status: http.StatusNotFound, Message: "That session has already ended, or its node cannot be reached now."})
 		return
 	}
-	op := operatorOf(r).Name
 	c.emit(r, event.KindSessionEnd, fmt.Sprintf("Session between Control %s and Client %s terminated by operator %s", control, client, op))
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
 	flash := fmt.Sprintf("Terminated the session of Control %s with Client %s.", control, client)

@@ -45,13 +45,22 @@ type Handlers struct {
 	Security func() Security
 	// Events receives the refusals of unencrypted peers.
 	Events event.Sink
+	// NodeLink serves the other nodes of a cluster at NodeLinkPath; it
+	// authenticates them itself. Nil leaves the route out.
+	NodeLink http.Handler
 }
+
+// NodeLinkPath is where the nodes of a cluster reach each other.
+const NodeLinkPath = "/cluster/v1/link"
 
 // Routes declares every route of the gateway.
 func (h *Handlers) Routes() http.Handler {
 	r := chi.NewRouter()
 	r.Use(middleware.Recoverer, h.forwarded)
 	r.Get(wire.Path, h.relayUpgrade)
+	if h.NodeLink != nil {
+		r.Method(http.MethodGet, NodeLinkPath, h.NodeLink)
+	}
 	r.Get("/healthz", h.healthz)
 	r.Get("/readyz", h.readyz)
 	if h.Metrics != nil {

@@ -26,6 +26,7 @@ type client struct {
 	os       string
 	version  string
 	services []string
+	node     string // for a Client of another node (cross-node sessions)
 	since    time.Time
 	lastSeen atomic.Int64 // unix nanoseconds of the last frame read
 
@@ -157,6 +158,7 @@ func (s *Server) serveClient(ctx context.Context, p *peerConn) error {
 	_ = p.conn.SetDeadline(time.Time{})
 	s.emit(event.ClientConnected(c.name, c.realIP, c.publicIP))
 	s.log.Info("client connected", "client", c.name, "real_ip", c.realIP, "public_ip", c.publicIP)
+	s.place(c)
 
 	err := s.clientLoop(ctx, c, p)
 	s.unregister(k, c)

@@ -47,6 +47,11 @@ type Config struct {
 	// so that MaxClients is the licence of the whole cluster; nil counts
 	// this node's Clients alone.
 	Cluster Cluster
+	// Peers reaches the other nodes of a cluster, for sessions to their
+	// Clients; nil: a Control reaches this node's Clients alone.
+	Peers Peers
+	// Placer steers Clients between the nodes of a cluster; nil: none.
+	Placer Placer
 
 	// HandshakeTimeout bounds the time from upgrade to a verified Hello.
 	// Ten seconds is ample on any real link and short enough that a stalled
@@ -68,6 +73,8 @@ type Server struct {
 	presence         Presence
 	directory        Directory
 	cluster          Cluster
+	peers            Peers
+	placer           Placer
 
 	keys       keyring
 	maxClients atomic.Int64
@@ -107,6 +114,8 @@ func New(cfg Config) *Server {
 		presence:         cfg.Presence,
 		directory:        cfg.Directory,
 		cluster:          cfg.Cluster,
+		peers:            cfg.Peers,
+		placer:           cfg.Placer,
 		clients:          make(map[clientKey]*client),
 		sessions:         make(map[string]*session),
 		pending:          make(map[string]*pendingOpen),
@@ -539,7 +548,12 @@ type Stats struct {
 // Stats reports current counts and bytes relayed since start.
 func (s *Server) Stats() Stats {
 	s.mu.Lock()
-	st := Stats{Clients: len(s.clients), Sessions: len(s.sessions)}
+	st := Stats{Clients: len(s.clients)}
+	for _, x := range s.sessions {
+		if x.hopFor == "" {
+			st.Sessions++
+		}
+	}
 	s.mu.Unlock()
 	st.BytesUp = s.bytesUp.Load()
 	st.BytesDown = s.bytesDown.Load()

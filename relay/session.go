@@ -30,6 +30,11 @@ type session struct {
 
 	a, b     net.Conn // Control side, Client side
 	stopOnce sync.Once
+	// via is the node holding the Client when it is not this one.
+	via string
+	// hopFor is the node that brokered a session this node only relays
+	// (its Client accepted here): that node lists and records it.
+	hopFor string
 }
 
 // terminate cuts both sides; the splice then ends and cleans up.
@@ -51,6 +56,11 @@ type SessionInfo struct {
 	Started   time.Time
 	BytesUp   int64 // Control to Client
 	BytesDown int64 // Client to Control
+	// ClientNode is the node holding the Client, "" for this one.
+	ClientNode string
+	// Node is the node that brokers the session; the relay leaves it ""
+	// for its own, and a cluster-wide list fills it in.
+	Node string
 }
 
 // Sessions lists the active sessions, oldest first.
@@ -58,9 +68,12 @@ func (s *Server) Sessions() []SessionInfo {
 	s.mu.Lock()
 	out := make([]SessionInfo, 0, len(s.sessions))
 	for _, x := range s.sessions {
+		if x.hopFor != "" {
+			continue
+		}
 		out = append(out, SessionInfo{
 			ID: x.id, Control: x.control, Operator: x.operator, ControlIP: x.controlIP, Client: x.client.name,
-			Service: x.service, Started: x.started, BytesUp: x.up.Load(), BytesDown: x.down.Load(),
+			Service: x.service, Started: x.started, BytesUp: x.up.Load(), BytesDown: x.down.Load(), ClientNode: x.via,
 		})
 	}
 	s.mu.Unlock()
@@ -73,7 +86,7 @@ func (s *Server) TerminateSession(id string) bool {
 	s.mu.Lock()
 	x := s.sessions[id]
 	s.mu.Unlock()
-	if x == nil {
+	if x == nil || x.hopFor != "" {
 		return false
 	}
 	x.terminate()
@@ -102,6 +115,15 @@ func (s *Server) serveConnect(ctx context.Context, p *peerConn) error {
 		return err
 	}
 	c, mismatch := s.findClient(clientName, ckey.KeyID)
+	if c == nil && s.peers != nil {
+		// Another node may hold it, even under this key when a Client of
+		// that name here holds another.
+		rc := s.locate(ctx, clientName, ckey.KeyID)
+		if rc.Found {
+			return s.connectRemote(ctx, p, operator, ckey.KeyID, clientName, service, rc)
+		}
+		mismatch = mismatch || rc.Mismatch
+	}
 	if c == nil {
 		if mismatch {
 			s.emit(event.KeyMismatch(h.Name, clientName, p.publicIP))
@@ -123,28 +145,7 @@ func (s *Server) serveConnect(ctx context.Context, p *peerConn) error {
 		return fmt.Errorf("relay: connect %q: no service %q", clientName, service)
 	}
 
-	id := newID()
-	po := &pendingOpen{client: c, accept: make(chan *peerConn, 1), failed: make(chan string, 1)}
-	s.mu.Lock()
-	s.pending[id] = po
-	s.mu.Unlock()
-	// However this ends, the request goes first, and an accept that took
-	// it in the meantime is answered rather than left waiting for a Ready.
-	abandoned := false
-	abandon := func() {
-		if abandoned {
-			return
-		}
-		abandoned = true
-		s.mu.Lock()
-		delete(s.pending, id)
-		s.mu.Unlock()
-		select {
-		case late := <-po.accept:
-			s.refuse(late, wire.CodeNotFound, "the session request is no longer waiting")
-		default:
-		}
-	}
+	id, po, abandon := s.pend(c)
 	defer abandon()
 
 	// The Control waits for Ready as long as the Client may take to accept.
@@ -175,46 +176,113 @@ func (s *Server) serveConnect(ctx context.Context, p *peerConn) error {
 		s.refuse(p, wire.CodeShutdown, "gateway is shutting down")
 		return ErrClosed
 	}
-
+	abandon()
 	x := &session{
 		id: id, control: h.Name, operator: operator, controlKeyID: ckey.KeyID, controlIP: p.publicIP,
 		client: c, service: service, started: time.Now(), a: p.conn, b: acc.conn,
 	}
+	return s.runSession(ctx, x, p, acc, true, nil)
+}
+
+// pend registers a session request for c under a fresh ID. abandon
+// withdraws it; it is safe to call more than once, and answers an accept
+// that took the request in the meantime rather than leaving it waiting
+// for a Ready.
+func (s *Server) pend(c *client) (id string, po *pendingOpen, abandon func()) {
+	for {
+		id = newID()
+		if po, abandon, ok := s.pendAs(id, c); ok {
+			return id, po, abandon
+		}
+	}
+}
+
+// pendAs is pend under a given ID; false if a request of that ID waits.
+func (s *Server) pendAs(id string, c *client) (po *pendingOpen, abandon func(), ok bool) {
+	po = &pendingOpen{client: c, accept: make(chan *peerConn, 1), failed: make(chan string, 1)}
+	s.mu.Lock()
+	if s.pending[id] != nil {
+		s.mu.Unlock()
+		return nil, nil, false
+	}
+	s.pending[id] = po
+	s.mu.Unlock()
+	done := false
+	abandon = func() {
+		if done {
+			return
+		}
+		done = true
+		s.mu.Lock()
+		if s.pending[id] == po {
+			delete(s.pending, id)
+		}
+		s.mu.Unlock()
+		select {
+		case late := <-po.accept:
+			s.refuse(late, wire.CodeNotFound, "the session request is no longer waiting")
+		default:
+		}
+	}
+	return po, abandon, true
+}
+
+// runSession lists x, sends Ready (to b only when readyB: a Client that
+// got its Ready from another node must not get a second one as session
+// bytes), splices until both directions end, and records the session.
+// fromA, when set, is the source of a's bytes instead of a's connection.
+// A hop (a session relayed for another node) is that node's to record.
+func (s *Server) runSession(ctx context.Context, x *session, a, b *peerConn, readyB bool, fromA io.Reader) error {
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
-		acc.conn.Close()
-		s.refuse(p, wire.CodeShutdown, "gateway is shutting down")
+		b.conn.Close()
+		s.refuse(a, wire.CodeShutdown, "gateway is shutting down")
 		return ErrClosed
 	}
-	s.sessions[id] = x
+	s.sessions[x.id] = x
 	s.mu.Unlock()
 	s.version.Add(1)
 	defer func() {
 		s.mu.Lock()
-		delete(s.sessions, id)
+		if s.sessions[x.id] == x {
+			delete(s.sessions, x.id)
+		}
 		s.mu.Unlock()
 		s.version.Add(1)
 	}()
 
-	ready := wire.Ready{SessionID: id}
-	for _, conn := range []net.Conn{acc.conn, p.conn} {
+	ready := wire.Ready{SessionID: x.id}
+	sides := []net.Conn{a.conn}
+	if readyB {
+		sides = []net.Conn{b.conn, a.conn}
+	}
+	for _, conn := range sides {
 		if err := wire.WriteFrame(conn, wire.TypeReady, ready); err != nil {
 			x.terminate()
-			return fmt.Errorf("relay: session %s: %w", id, err)
+			return fmt.Errorf("relay: session %s: %w", x.id, err)
 		}
-		_ = conn.SetDeadline(time.Time{})
 	}
-	started := event.SessionStarted(h.Name, c.name, p.publicIP)
-	started.Operator = operator
-	s.emit(started)
+	_ = a.conn.SetDeadline(time.Time{})
+	_ = b.conn.SetDeadline(time.Time{})
+	record := x.hopFor == ""
+	if record {
+		started := event.SessionStarted(x.control, x.client.name, x.controlIP)
+		started.Operator = x.operator
+		s.emit(started)
+	}
+	if fromA == nil {
+		fromA = readerFor(a)
+	}
 	stop := context.AfterFunc(ctx, x.terminate)
-	s.splice(x, readerFor(p), readerFor(acc))
+	s.splice(x, fromA, readerFor(b))
 	stop()
 	x.terminate()
-	ended := event.SessionEnded(h.Name, c.name, p.publicIP)
-	ended.Operator = operator
-	s.emit(ended)
+	if record {
+		ended := event.SessionEnded(x.control, x.client.name, x.controlIP)
+		ended.Operator = x.operator
+		s.emit(ended)
+	}
 	return nil
 }
 

@@ -88,14 +88,21 @@ func (v ClientsView) SortClass(col string) string {
 // SessionRow is one active session.
 type SessionRow struct {
 	ID, Control, ControlIP, Operator, Client, Service string
-	Started                                           time.Time
-	BytesUp, BytesDown                                int64
+	// Node brokers the session (the Control's node); ClientNode holds
+	// the Client when it is another.
+	Node, ClientNode   string
+	Started            time.Time
+	BytesUp, BytesDown int64
 }
 
 // SessionsView is the Active Sessions page.
 type SessionsView struct {
 	Rows []SessionRow
 	Now  time.Time
+	// Cluster shows the Node column.
+	Cluster bool
+	// Note says which nodes' sessions are missing.
+	Note string
 }
 
 // EventRow is one event.
@@ -268,4 +275,14 @@ type TokenRow struct {
 	PublicIP          string
 	Created, Expires  time.Time
 	LastUsed          time.Time
+}
+
+// terminateURL is where the Terminate button of a session posts: the
+// session's node goes with it, since IDs are each node's own.
+func terminateURL(s SessionRow) string {
+	u := "/console/sessions/" + url.PathEscape(s.ID) + "/terminate"
+	if s.Node != "" {
+		u += "?node=" + url.QueryEscape(s.Node)
+	}
+	return u
 }

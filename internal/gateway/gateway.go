@@ -61,6 +61,8 @@ type Gateway struct {
 	sessionStore *pgxstore.PostgresStore
 	node         *nodeReg  // this node's row in the node registry (nodes.go)
 	presence     *presence // this node's Clients in the presence table (presence.go)
+	placer       *placer   // where Clients belong among the nodes (placement.go)
+	peers        *peers    // links to the other nodes (nodelink.go)
 	eventsDone   chan struct{}
 	bg           sync.WaitGroup
 	serveErr     chan error
@@ -116,6 +118,10 @@ func Start(ctx context.Context, cfg Config) (_ *Gateway, err error) {
 		return nil, err
 	}
 	g.presence = newPresence(g)
+	g.placer = newPlacer(g)
+	if g.peers, err = newPeers(ctx, g, st); err != nil {
+		return nil, err
+	}
 	if n, err := st.DeleteNodePresence(ctx, cfg.Node); err != nil {
 		return nil, err
 	} else if n > 0 {
@@ -169,6 +175,7 @@ func Start(ctx context.Context, cfg Config) (_ *Gateway, err error) {
 	g.relay = relay.New(relay.Config{
 		Node: cfg.Node, Salt: salt, MaxClients: rc.MaxClients, CMPI: rc.CMPI,
 		Events: sink, Logger: log, Auth: signins, Presence: g.presence, Directory: g.presence, Cluster: g.presence,
+		Peers: g.peers, Placer: g.placer,
 	})
 	g.relay.SetKeys(relayKeys(keys))
 	if len(keys) == 0 {
@@ -199,11 +206,12 @@ func Start(ctx context.Context, cfg Config) (_ *Gateway, err error) {
 	// the flag follows whether the gateway serves https.
 	sessions.Cookie.Secure = g.tls != nil
 	h := &handlers.Handlers{Relay: g.relay, Logger: log, Ready: g.ready, State: g.nodeState, Static: assets, Events: sink,
+		NodeLink: g.peers,
 		Security: func() handlers.Security { return *g.security.Load() },
 		Console: &handlers.Console{
 			Relay: g.relay, Store: st, Config: runtimeStore{st, cfg.runtimeConfig()}, Sessions: sessions, Events: nodeSink,
-			Signin: signins,
-			Asset:  assets.URL, Logger: log, Stopping: g.stopping, HTTPS: g.tls != nil,
+			Signin: signins, Cluster: g.peers,
+			Asset: assets.URL, Logger: log, Stopping: g.stopping, HTTPS: g.tls != nil,
 			Certificate: g.certificateInfo,
 			AddKey: func(ctx context.Context, key, label string) (string, bool, error) {
 				return AddKey(ctx, st, salt, key, label)
@@ -222,6 +230,7 @@ func Start(ctx context.Context, cfg Config) (_ *Gateway, err error) {
 	g.events.Emit(event.GatewayStarted(rc.MaxClients))
 	g.presence.start(ctx)
 	g.joinNode(ctx)
+	g.placer.start(ctx)
 
 	pollCtx, stopPoll := context.WithCancel(context.WithoutCancel(ctx))
 	g.stopPoll = stopPoll
@@ -555,6 +564,9 @@ func (g *Gateway) shutdown() {
 		g.stopPoll()
 	}
 	g.stopHeartbeat()
+	if g.placer != nil {
+		g.placer.stopPlacer()
+	}
 	if g.certs != nil {
 		g.certs.Close()
 	}

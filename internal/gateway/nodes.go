@@ -222,6 +222,7 @@ func (g *Gateway) nodeRow() db.Node {
 	reg.mu.Lock()
 	n := db.Node{Name: g.cfg.Node, Nonce: reg.nonce, AdvertiseURL: reg.url, Version: g.cfg.Version}
 	reg.mu.Unlock()
+	n.Fingerprint = g.Fingerprint()
 	n.Role = g.nodeRole()
 	if g.relay != nil {
 		s := g.relay.Stats()

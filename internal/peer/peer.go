@@ -106,6 +106,26 @@ type Dialer struct {
 	Proxy func(Gateway) (*url.URL, error)
 }
 
+// To is a Dialer for another node of the same cluster, at rawURL, that
+// the gateway this Dialer reaches named (in Open, Move or Nodes). It keeps
+// the proxy, timeout, user agent and trusted roots; a certificate pin is
+// for one gateway only, so it is replaced by fingerprint (the other node's,
+// as its cluster knows it), and without one the chain is verified.
+func (d *Dialer) To(rawURL, fingerprint string) (*Dialer, error) {
+	gw, err := ParseGateway(rawURL)
+	if err != nil {
+		return nil, err
+	}
+	o := *d
+	o.Gateway = gw
+	o.Fingerprint = fingerprint
+	if o.TLS != nil && o.TLS.ServerName != "" {
+		o.TLS = o.TLS.Clone()
+		o.TLS.ServerName = ""
+	}
+	return &o, nil
+}
+
 // Conn is an upgraded connection that has read the gateway's challenge.
 type Conn struct {
 	net.Conn
@@ -117,6 +137,33 @@ type Conn struct {
 // Dial connects, upgrades and reads the challenge. The handshake deadline is
 // left set; Hello clears it once the handshake is over.
 func (d *Dialer) Dial(ctx context.Context) (*Conn, error) {
+	conn, br, resp, err := d.Upgrade(ctx, wire.Path, wire.Protocol, nil)
+	if err != nil {
+		return nil, err
+	}
+	if resp.StatusCode != http.StatusSwitchingProtocols {
+		msg := readSmallBody(resp)
+		conn.Close()
+		return nil, fmt.Errorf("gateway %s refused the relay connection: %s %s", d.Gateway, resp.Status, msg)
+	}
+	var ch wire.Challenge
+	if err := wire.Expect(br, wire.TypeChallenge, &ch); err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("gateway %s: %w", d.Gateway, err)
+	}
+	if ctx.Err() != nil {
+		conn.Close()
+		return nil, fmt.Errorf("gateway %s: %w", d.Gateway, ctx.Err())
+	}
+	return &Conn{Conn: conn, r: br, gateway: d.Gateway, Challenge: ch}, nil
+}
+
+// Upgrade connects (through the proxy, with TLS for https) and sends an
+// HTTP/1.1 upgrade to protocol at path with header added. It returns the
+// connection, its reader (which may hold bytes past the response) and the
+// response, whatever its status; the caller checks it and closes conn.
+// The deadline of Timeout is left set on conn.
+func (d *Dialer) Upgrade(ctx context.Context, path, protocol string, header http.Header) (net.Conn, *bufio.Reader, *http.Response, error) {
 	timeout := d.Timeout
 	if timeout == 0 {
 		timeout = 15 * time.Second
@@ -129,7 +176,7 @@ func (d *Dialer) Dial(ctx context.Context) (*Conn, error) {
 	if d.Proxy != nil {
 		var err error
 		if proxy, err = d.Proxy(d.Gateway); err != nil {
-			return nil, fmt.Errorf("choose a proxy for %s: %w", d.Gateway, err)
+			return nil, nil, nil, fmt.Errorf("choose a proxy for %s: %w", d.Gateway, err)
 		}
 	}
 	var raw net.Conn
@@ -143,7 +190,7 @@ func (d *Dialer) Dial(ctx context.Context) (*Conn, error) {
 		}
 	}
 	if err != nil {
-		return nil, err
+		return nil, nil, nil, err
 	}
 	conn := raw
 	deadline, _ := ctx.Deadline()
@@ -183,42 +230,42 @@ func (d *Dialer) Dial(ctx context.Context) (*Conn, error) {
 		tc := tls.Client(raw, cfg)
 		if err := tc.HandshakeContext(ctx); err != nil {
 			raw.Close()
-			return nil, fmt.Errorf("TLS handshake with gateway %s: %w", d.Gateway, err)
+			return nil, nil, nil, fmt.Errorf("TLS handshake with gateway %s: %w", d.Gateway, err)
 		}
 		conn = tc
 	}
 
-	req := "GET " + wire.Path + " HTTP/1.1\r\n" +
+	var req strings.Builder
+	req.WriteString("GET " + path + " HTTP/1.1\r\n" +
 		"Host: " + d.Gateway.Host + "\r\n" +
 		"Connection: Upgrade\r\n" +
-		"Upgrade: " + wire.Protocol + "\r\n" +
-		"User-Agent: " + d.UserAgent + "\r\n\r\n"
-	if _, err := conn.Write([]byte(req)); err != nil {
+		"Upgrade: " + protocol + "\r\n" +
+		"User-Agent: " + d.UserAgent + "\r\n")
+	for k, vs := range header {
+		for _, v := range vs {
+			req.WriteString(k + ": " + v + "\r\n")
+		}
+	}
+	req.WriteString("\r\n")
+	if _, err := conn.Write([]byte(req.String())); err != nil {
 		conn.Close()
-		return nil, fmt.Errorf("gateway %s: send upgrade: %w", d.Gateway, err)
+		return nil, nil, nil, fmt.Errorf("gateway %s: send upgrade: %w", d.Gateway, err)
 	}
 	br := bufio.NewReader(conn)
 	resp, err := http.ReadResponse(br, &http.Request{Method: http.MethodGet})
 	if err != nil {
 		conn.Close()
-		return nil, fmt.Errorf("gateway %s: read upgrade response: %w", d.Gateway, err)
-	}
-	if resp.StatusCode != http.StatusSwitchingProtocols {
-		msg := readSmallBody(resp)
-		conn.Close()
-		return nil, fmt.Errorf("gateway %s refused the relay connection: %s %s", d.Gateway, resp.Status, msg)
-	}
-	var ch wire.Challenge
-	if err := wire.Expect(br, wire.TypeChallenge, &ch); err != nil {
-		conn.Close()
-		return nil, fmt.Errorf("gateway %s: %w", d.Gateway, err)
+		return nil, nil, nil, fmt.Errorf("gateway %s: read upgrade response: %w", d.Gateway, err)
 	}
 	if ctx.Err() != nil {
 		conn.Close()
-		return nil, fmt.Errorf("gateway %s: %w", d.Gateway, ctx.Err())
+		return nil, nil, nil, fmt.Errorf("gateway %s: %w", d.Gateway, ctx.Err())
 	}
-	return &Conn{Conn: conn, r: br, gateway: d.Gateway, Challenge: ch}, nil
+	return conn, br, resp, nil
 }
+
+// ReadSmallBody is the start of a refusal's body, for an error message.
+func ReadSmallBody(resp *http.Response) string { return readSmallBody(resp) }
 
 func readSmallBody(resp *http.Response) string {
 	defer resp.Body.Close()

@@ -126,6 +126,14 @@ const (
 	TypeAuthPrompt   Type = 13
 	TypeAuthAnswer   Type = 14
 	TypeAuthOK       Type = 15
+	// Clusters of gateway nodes; see cluster.go.
+	TypeMove         Type = 16
+	TypeNodes        Type = 17
+	TypePrimaryAlive Type = 18
+	TypeNodeOpen     Type = 19
+	TypeNodeSessions Type = 20
+	TypeSessionList  Type = 21
+	TypeNodeEnd      Type = 22
 )
 
 func (t Type) String() string {
@@ -160,6 +168,20 @@ func (t Type) String() string {
 		return "auth-answer"
 	case TypeAuthOK:
 		return "auth-ok"
+	case TypeMove:
+		return "move"
+	case TypeNodes:
+		return "nodes"
+	case TypePrimaryAlive:
+		return "primary-alive"
+	case TypeNodeOpen:
+		return "node-open"
+	case TypeNodeSessions:
+		return "node-sessions"
+	case TypeSessionList:
+		return "session-list"
+	case TypeNodeEnd:
+		return "node-end"
 	}
 	return fmt.Sprintf("type(%d)", uint8(t))
 }
@@ -257,6 +279,14 @@ type Open struct {
 	SessionID string `json:"session_id"`
 	Service   string `json:"service"`
 	Control   string `json:"control"`
+	// Gateway, when set, is the advertised URL of the node of the cluster
+	// that brokers the session (the Control's), which the Client dials for
+	// the session's accept connection so that node splices it with no
+	// extra hop. Fingerprint pins that node's certificate when it is
+	// self-signed. A Client that cannot reach Gateway accepts on the
+	// gateway it got Open from, which relays to the brokering node.
+	Gateway     string `json:"gateway,omitempty"`
+	Fingerprint string `json:"fingerprint,omitempty"`
 }
 
 // OpenFailed tells the gateway a Client could not start a session.

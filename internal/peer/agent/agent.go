@@ -62,6 +62,10 @@ type Agent struct {
 	log      *slog.Logger
 	current  atomic.Pointer[channel] // the registration in use, nil while none
 	sessions sync.WaitGroup
+	// learned is the other nodes of the cluster as the last gateway that
+	// sent Nodes listed them: where the Client registers when both its
+	// primary and its secondary (if any) are gone.
+	learned atomic.Pointer[[]*peer.Dialer]
 }
 
 // New checks cfg and returns an Agent.
@@ -161,6 +165,10 @@ func (a *Agent) Run(ctx context.Context) error {
 		if ch != nil {
 			backoff, fails = a.cfg.MinBackoff, 0
 			err = a.serve(ctx, ctx, ch)
+			if mv := ch.moved.Load(); mv != nil && ctx.Err() == nil {
+				next = mv
+				continue
+			}
 		}
 		if ctx.Err() != nil {
 			return nil
@@ -169,6 +177,13 @@ func (a *Agent) Run(ctx context.Context) error {
 		fails++
 		var we *wire.Error
 		refused := ch == nil && errors.As(err, &we)
+		if a.secondary == nil && (fails >= 2 || refused) {
+			if other := a.registerLearned(ctx); other != nil {
+				fails = 0
+				next = other
+				continue
+			}
+		}
 		if a.secondary == nil || (fails < 2 && !refused) {
 			if !a.pause(ctx, backoff) {
 				return nil
@@ -255,6 +270,36 @@ func (a *Agent) pause(ctx context.Context, backoff time.Duration) bool {
 	}
 }
 
+// registerLearned registers with the first node of the cluster the last
+// Nodes frame listed that takes the Client, starting at a random one so
+// that the Clients of a dead node spread over the others. Nil when none
+// does (or none is known).
+func (a *Agent) registerLearned(ctx context.Context) *channel {
+	lp := a.learned.Load()
+	if lp == nil || len(*lp) == 0 {
+		return nil
+	}
+	ds := *lp
+	start := rand.IntN(len(ds))
+	for i := range ds {
+		d := ds[(start+i)%len(ds)]
+		if SameGateway(d.Gateway, a.primary.Gateway) {
+			continue
+		}
+		ch, err := a.register(ctx, d)
+		if err == nil {
+			a.log.Warn("the gateway is unreachable; registered with another node of its cluster",
+				"gateway", d.Gateway.String(), "primary", a.primary.Gateway.String())
+			return ch
+		}
+		if ctx.Err() != nil {
+			return nil
+		}
+		a.log.Debug("another node of the cluster did not take the Client", "gateway", d.Gateway.String(), "err", err)
+	}
+	return nil
+}
+
 // onSecondary serves the secondary channel sec while probing the primary.
 // It returns a registration on the primary once one succeeded (sec is
 // closed by then), or nil and why sec ended.
@@ -265,7 +310,7 @@ func (a *Agent) onSecondary(ctx context.Context, sec *channel) (*channel, error)
 	probed := make(chan struct{})
 	go func() {
 		defer close(probed)
-		if back = a.probePrimary(sctx); back != nil {
+		if back = a.probePrimary(sctx, sec.probeNow); back != nil {
 			cancel() // make-before-break: the primary holds the Client now
 		}
 	}()
@@ -277,8 +322,9 @@ func (a *Agent) onSecondary(ctx context.Context, sec *channel) (*channel, error)
 
 // probePrimary dials the primary every ProbeInterval until it answers and
 // registers the Client there, or ctx ends (nil). A dial that fails is all
-// a probe costs the primary while it is down.
-func (a *Agent) probePrimary(ctx context.Context) *channel {
+// a probe costs the primary while it is down. now probes at once: the
+// secondary saw the primary's node alive again (PrimaryAlive).
+func (a *Agent) probePrimary(ctx context.Context, now <-chan struct{}) *channel {
 	wait := a.cfg.ProbeInterval
 	t := time.NewTimer(wait)
 	defer t.Stop()
@@ -287,6 +333,13 @@ func (a *Agent) probePrimary(ctx context.Context) *channel {
 		case <-ctx.Done():
 			return nil
 		case <-t.C:
+		case <-now:
+			if !t.Stop() {
+				select {
+				case <-t.C:
+				default:
+				}
+			}
 		}
 		ch, err := a.register(ctx, a.primary)
 		if err == nil {
@@ -316,6 +369,11 @@ type channel struct {
 	conn    *peer.Conn
 	welcome wire.Welcome
 	wmu     sync.Mutex
+	// probeNow is poked when the gateway says the primary is alive.
+	probeNow chan struct{}
+	// moved is the registration a Move led to; set before conn closes.
+	moved  atomic.Pointer[channel]
+	moving atomic.Bool
 }
 
 func (ch *channel) send(t wire.Type, v any) error {
@@ -354,7 +412,7 @@ func (a *Agent) register(ctx context.Context, d *peer.Dialer) (*channel, error) 
 		return nil, err
 	}
 	conn.ClearDeadline()
-	ch := &channel{d: d, conn: conn, welcome: w}
+	ch := &channel{d: d, conn: conn, welcome: w, probeNow: make(chan struct{}, 1)}
 	a.current.Store(ch)
 	return ch, nil
 }
@@ -420,6 +478,11 @@ func (a *Agent) serve(ctx, sessCtx context.Context, ch *channel) error {
 			if err := wire.Decode(t, payload, &o); err != nil {
 				return err
 			}
+			if err := o.Check(); err != nil {
+				a.log.Warn("gateway sent an open frame the Client refuses", "err", err)
+				_ = ch.send(wire.TypeOpenFailed, wire.OpenFailed{SessionID: cleanID(o.SessionID), Message: "the Client refused the request: " + err.Error()})
+				continue
+			}
 			a.sessions.Add(1)
 			go func() {
 				defer a.sessions.Done()
@@ -437,6 +500,23 @@ func (a *Agent) serve(ctx, sessCtx context.Context, ch *channel) error {
 			default:
 			}
 			cmpi <- interval
+		case wire.TypeMove:
+			var m wire.Move
+			if err := wire.Decode(t, payload, &m); err != nil {
+				return err
+			}
+			a.move(ctx, ch, m)
+		case wire.TypeNodes:
+			var n wire.Nodes
+			if err := wire.Decode(t, payload, &n); err != nil {
+				return err
+			}
+			a.learn(ch, n)
+		case wire.TypePrimaryAlive:
+			select {
+			case ch.probeNow <- struct{}{}:
+			default:
+			}
 		case wire.TypeGoodbye:
 			var g wire.Goodbye
 			_ = wire.Decode(t, payload, &g)
@@ -449,6 +529,68 @@ func (a *Agent) serve(ctx, sessCtx context.Context, ch *channel) error {
 			return fmt.Errorf("unexpected %s frame from gateway", t)
 		}
 	}
+}
+
+// cleanID is a session ID fit to send back, or "" when it is not one.
+func cleanID(id string) string {
+	o := wire.Open{SessionID: id, Service: "x", Control: "x"}
+	if o.Check() != nil {
+		return ""
+	}
+	return id
+}
+
+// move registers at the node a Move names, on a goroutine of its own so
+// that this channel keeps serving meanwhile, and closes this channel once
+// the other node holds the Client (make-before-break). A Move that cannot
+// be followed leaves the Client where it is. A Client on its secondary
+// stays there: it waits for its primary, not for a balanced pool.
+func (a *Agent) move(ctx context.Context, ch *channel, m wire.Move) {
+	if err := m.Check(); err != nil {
+		a.log.Warn("gateway asked the Client to move to an address it refuses", "err", err)
+		return
+	}
+	if ch.d == a.secondary || !ch.moving.CompareAndSwap(false, true) {
+		return
+	}
+	d, err := ch.d.To(m.Gateway, m.Fingerprint)
+	if err != nil || SameGateway(d.Gateway, ch.d.Gateway) {
+		ch.moving.Store(false)
+		return
+	}
+	go func() {
+		defer ch.moving.Store(false)
+		next, err := a.register(ctx, d)
+		if err != nil {
+			a.log.Warn("cannot move to the node the gateway named; staying", "gateway", d.Gateway.String(), "err", err)
+			return
+		}
+		a.log.Info("moved to another node of the cluster", "from", ch.d.Gateway.String(), "to", d.Gateway.String(),
+			"reason", wire.CleanMessage(m.Reason))
+		ch.moved.Store(next)
+		ch.conn.Close()
+	}()
+}
+
+// learn keeps the nodes a Nodes frame lists, leaving out bad entries.
+func (a *Agent) learn(ch *channel, n wire.Nodes) {
+	if len(n.Nodes) > wire.MaxNodes {
+		n.Nodes = n.Nodes[:wire.MaxNodes]
+	}
+	ds := make([]*peer.Dialer, 0, len(n.Nodes))
+	for _, addr := range n.Nodes {
+		one := wire.Nodes{Nodes: []wire.NodeAddr{addr}}
+		if err := one.Check(); err != nil {
+			a.log.Warn("gateway listed a node the Client ignores", "err", err)
+			continue
+		}
+		d, err := ch.d.To(addr.URL, addr.Fingerprint)
+		if err != nil {
+			continue
+		}
+		ds = append(ds, d)
+	}
+	a.learned.Store(&ds)
 }
 
 func seconds(n int) time.Duration {
@@ -476,6 +618,27 @@ func (a *Agent) heartbeat(ctx context.Context, ch *channel, cmpi <-chan time.Dur
 	}
 }
 
+// directDialTimeout bounds the Client's try at the brokering node's own
+// address, leaving the rest of the node's open timeout (15 s) for the
+// relayed way.
+const directDialTimeout = 5 * time.Second
+
+// directDialer is the Dialer for the node Open names, or nil when it names
+// none, or this channel's own gateway.
+func (a *Agent) directDialer(ch *channel, o wire.Open) *peer.Dialer {
+	if o.Gateway == "" {
+		return nil
+	}
+	d, err := ch.d.To(o.Gateway, o.Fingerprint)
+	if err != nil || SameGateway(d.Gateway, ch.d.Gateway) {
+		return nil
+	}
+	if d.Timeout == 0 || d.Timeout > directDialTimeout {
+		d.Timeout = directDialTimeout
+	}
+	return d
+}
+
 // session dials the local service first, so that a service that is down is
 // reported to the Control at once instead of as a broken session. The
 // session's connection to the gateway is dialled meanwhile: on a good day
@@ -494,8 +657,18 @@ func (a *Agent) session(ctx context.Context, ch *channel, o wire.Open) {
 	}
 	gw := make(chan dialed, 1)
 	go func() {
-		// The gateway that brokered the session relays it: the one
-		// this channel is on, whichever the Client is on by now.
+		// The node that brokers the session splices it: another node of
+		// the cluster when Open names one (the Control's), else the
+		// gateway this channel is on, whichever the Client is on by now.
+		// A node the Client cannot reach is relayed to by its own.
+		if direct := a.directDialer(ch, o); direct != nil {
+			c, err := direct.Dial(ctx)
+			if err == nil {
+				gw <- dialed{c, nil}
+				return
+			}
+			log.Info("cannot reach the node that brokers the session; accepting through this gateway", "node", direct.Gateway.String(), "err", err)
+		}
 		c, err := ch.d.Dial(ctx) // bounded by the dialer's timeout and ctx
 		gw <- dialed{c, err}
 	}()

@@ -247,15 +247,15 @@ func TestSessionKeepsBytesThatCameWithReady(t *testing.T) {
 		switch h.Role {
 		case wire.RoleClient:
 			_ = wire.WriteFrame(conn, wire.TypeWelcome, wire.Welcome{CMPISeconds: 60})
-			_ = wire.WriteFrame(conn, wire.TypeOpen, wire.Open{SessionID: "s1", Service: "echo", Control: "ctl"})
+			_ = wire.WriteFrame(conn, wire.TypeOpen, wire.Open{SessionID: "5e551011", Service: "echo", Control: "ctl"})
 			_, _ = io.Copy(io.Discard, br) // until the agent goes
 		case wire.RoleAccept:
-			if h.Target != "s1" || h.Name != "pc" {
+			if h.Target != "5e551011" || h.Name != "pc" {
 				echoed <- fmt.Sprintf("accept hello %+v", h)
 				return
 			}
 			var b bytes.Buffer
-			_ = wire.WriteFrame(&b, wire.TypeReady, wire.Ready{SessionID: "s1"})
+			_ = wire.WriteFrame(&b, wire.TypeReady, wire.Ready{SessionID: "5e551011"})
 			b.WriteString(first)
 			if _, err := conn.Write(b.Bytes()); err != nil { // one segment
 				echoed <- err.Error()
