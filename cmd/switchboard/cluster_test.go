@@ -56,7 +56,8 @@ func TestPrimarySecondaryCluster(t *testing.T) {
 	a := servePrimary()
 	keyFile := filepath.Join(dirA, "secrets.key")
 	startProcess(t, nil, "serve", "--listen", addrB, "--database-url", dbURL, "--data-dir", dirB,
-		"--secrets-key-file", keyFile, "--node", "node-b", "--role", "secondary", "--no-tls", "--shutdown-grace", "1s")
+		"--secrets-key-file", keyFile, "--node", "node-b", "--role", "secondary", "--no-tls", "--shutdown-grace", "1s",
+		"--metrics-allow", "127.0.0.1/32")
 	waitHTTP(t, secondary+"/readyz")
 
 	echo, digest := echoServer(t), peertest.DigestServer(t)
@@ -84,8 +85,16 @@ func TestPrimarySecondaryCluster(t *testing.T) {
 	waitFor(t, "pc-b on node-b in a browse of the primary", 20*time.Second, func() bool { return nodeOf(primary, "pc-b") == "node-b" })
 	waitFor(t, "pc-a on node-a in a browse of the secondary", 20*time.Second, func() bool { return nodeOf(secondary, "pc-a") == "node-a" })
 	readyz := func(gw string) string { return nodesGet(t, http.DefaultClient, gw+"/readyz") }
-	if got := readyz(secondary); got != "ready: active\n" {
-		t.Fatalf("the secondary holding pc-b says %q", got)
+	standbyMetric := func() string {
+		for _, line := range strings.Split(nodesGet(t, http.DefaultClient, secondary+"/metrics"), "\n") {
+			if v, ok := strings.CutPrefix(line, "switchboard_node_standby "); ok {
+				return v
+			}
+		}
+		return "missing"
+	}
+	if got, metric := readyz(secondary), standbyMetric(); got != "ready: active\n" || metric != "0" {
+		t.Fatalf("the secondary holding pc-b says %q, switchboard_node_standby %s", got, metric)
 	}
 
 	// Across nodes: Control on the primary, Client on the secondary.
@@ -120,6 +129,9 @@ func TestPrimarySecondaryCluster(t *testing.T) {
 		t.Fatalf("pc-b exit: %v", err)
 	}
 	waitFor(t, "the secondary in standby", 10*time.Second, func() bool { return readyz(secondary) == "ready: standby\n" })
+	if metric := standbyMetric(); metric != "1" {
+		t.Errorf("the secondary in standby: switchboard_node_standby %s", metric)
+	}
 
 	// kill -9 of the primary.
 	if err := a.Process.Kill(); err != nil {

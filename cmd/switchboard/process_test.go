@@ -210,6 +210,7 @@ func TestMetrics(t *testing.T) {
 	}
 	for name, want := range map[string]string{
 		"switchboard_clients_connected":                                   "1",
+		"switchboard_node_standby":                                        "0",
 		"switchboard_sessions_active":                                     "1",
 		"switchboard_session_setups_total":                                "1",
 		`switchboard_relayed_bytes_total{direction="control_to_client"}`:  "1000",

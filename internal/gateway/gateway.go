@@ -154,6 +154,7 @@ func Start(ctx context.Context, cfg Config) (_ *Gateway, err error) {
 		m = metrics.New(metrics.Sources{
 			Relay: func() relay.Stats { return g.relay.Stats() }, EventsPending: g.events.Pending, EventsWritten: g.events.Written,
 			EventsQuarantined: g.events.Quarantined, EventsDropped: g.events.Dropped,
+			Standby: func() bool { return g.nodeState() == "standby" },
 		})
 		sink = m.Sink(g.events)
 	}

@@ -31,6 +31,9 @@ type Sources struct {
 	// EventsDropped counts events lost because the event log's memory or
 	// spool was full; nil exports nothing.
 	EventsDropped func() uint64
+	// Standby is true while the node is a secondary holding no Client;
+	// nil exports nothing.
+	Standby func() bool
 }
 
 // Metrics holds the registry and the counters fed by events.
@@ -88,6 +91,16 @@ func New(src Sources) *Metrics {
 	if src.EventsDropped != nil {
 		reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "switchboard_events_dropped_total", Help: "Events lost because the event queue or spool was full."},
 			func() float64 { return float64(src.EventsDropped()) }))
+	}
+	if src.Standby != nil {
+		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "switchboard_node_standby",
+			Help: "1 while this node is a secondary in standby (it holds no Clients), 0 otherwise."},
+			func() float64 {
+				if src.Standby() {
+					return 1
+				}
+				return 0
+			}))
 	}
 	return m
 }
