@@ -26,7 +26,10 @@ type gatewayFlags struct {
 	keyFile     string
 	ca          string
 	fingerprint string
-	proxy       string
+	// secondaryFingerprint pins the secondary's certificate; "" pins it
+	// to fingerprint (gateways that share one certificate).
+	secondaryFingerprint string
+	proxy                string
 }
 
 func (g *gatewayFlags) add(fs *flagSet) {
@@ -36,6 +39,7 @@ func (g *gatewayFlags) add(fs *flagSet) {
 	fs.StringVar(&g.keyFile, "key-file", "", "read the gateway key from this file (mode 600)")
 	fs.StringVar(&g.ca, "ca", "", "PEM file of certificate authorities to trust for the gateway instead of the system's")
 	fs.StringVar(&g.fingerprint, "fingerprint", "", "pin the gateway's certificate by its SHA-256 fingerprint (what a self-signed gateway prints at start)")
+	fs.StringVar(&g.secondaryFingerprint, "secondary-fingerprint", "", "pin the secondary gateway's certificate by its SHA-256 fingerprint; default: --fingerprint")
 	fs.StringVar(&g.proxy, "proxy", "", "HTTP proxy, http://[user:password@]host:port; default from HTTPS_PROXY/NO_PROXY; \"none\" for none")
 }
 
@@ -95,6 +99,9 @@ func (g *gatewayFlags) dialer(userAgent string) (peer.Dialer, error) {
 		}
 		d.Fingerprint = fp
 	}
+	if g.secondaryFingerprint != "" && g.secondary == "" {
+		return peer.Dialer{}, fmt.Errorf("--secondary-fingerprint pins the secondary's certificate: give --secondary too")
+	}
 	if g.ca != "" {
 		pem, err := os.ReadFile(g.ca)
 		if err != nil {
@@ -110,9 +117,9 @@ func (g *gatewayFlags) dialer(userAgent string) (peer.Dialer, error) {
 }
 
 // secondaryDialer is the dialer of --secondary, nil without one: primary's
-// settings (key, proxy, CA, fingerprint) for another gateway. The
-// fingerprint pins the same certificate, so it suits gateways that share
-// one; without --fingerprint each gateway's chain is verified.
+// settings (key, proxy, CA, fingerprint) for another gateway. It pins
+// --secondary-fingerprint when given, else --fingerprint (gateways that
+// share one certificate); with neither, each gateway's chain is verified.
 func (g *gatewayFlags) secondaryDialer(primary peer.Dialer) (*peer.Dialer, error) {
 	if g.secondary == "" {
 		return nil, nil
@@ -124,11 +131,18 @@ func (g *gatewayFlags) secondaryDialer(primary peer.Dialer) (*peer.Dialer, error
 	if agent.SameGateway(gw, primary.Gateway) {
 		return nil, fmt.Errorf("--secondary %s is the same gateway as --gateway %s: the secondary must be another gateway (or leave --secondary out)", gw, primary.Gateway)
 	}
-	if primary.Fingerprint != "" && !gw.TLS {
-		return nil, fmt.Errorf("--fingerprint pins a certificate: use an https:// secondary address")
-	}
 	d := primary
 	d.Gateway = gw
+	if g.secondaryFingerprint != "" {
+		fp, err := transport.NormalizeFingerprint(g.secondaryFingerprint)
+		if err != nil {
+			return nil, fmt.Errorf("--secondary-fingerprint: %w", err)
+		}
+		d.Fingerprint = fp
+	}
+	if d.Fingerprint != "" && !gw.TLS {
+		return nil, fmt.Errorf("a fingerprint pins a certificate: use an https:// secondary address")
+	}
 	if d.SessionCache != nil {
 		d.SessionCache = tls.NewLRUClientSessionCache(64)
 	}

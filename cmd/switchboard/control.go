@@ -22,7 +22,7 @@ import (
 const controlUsage = `Usage:
   switchboard control browse  [NAME] [--gateway URL [--secondary URL] --key KEY] [--user OPERATOR] [--json]
   switchboard control connect [NAME] [--gateway URL [--secondary URL] --key KEY] [--user OPERATOR] CLIENT[/SERVICE] (--listen ADDR | --stdio)
-  switchboard control gateways add NAME --gateway URL [--secondary URL] --key KEY [--user OPERATOR] [--description TEXT] [--fingerprint SHA256]
+  switchboard control gateways add NAME --gateway URL [--secondary URL] --key KEY [--user OPERATOR] [--description TEXT] [--fingerprint SHA256] [--secondary-fingerprint SHA256]
   switchboard control gateways list | remove NAME
 
 NAME is a gateway remembered with "control gateways add"; without one, give
@@ -116,6 +116,9 @@ func (c *controlFlags) build(fs *flagSet, entry string, p *prompter) (*control.C
 		}
 		if !fs.isSet("fingerprint") {
 			c.gf.fingerprint = e.Fingerprint
+		}
+		if !fs.isSet("secondary-fingerprint") && !fs.isSet("secondary") {
+			c.gf.secondaryFingerprint = e.SecondaryFingerprint
 		}
 	}
 	d, err := c.gf.dialer("switchboard-control/" + version)
@@ -298,7 +301,7 @@ left out when the Client offers exactly one.`, e.stderr)
 
 func (e *cmdEnv) controlGateways(args []string) error {
 	fs := newFlagSet("control gateways", `Usage:
-  switchboard control gateways add NAME --gateway URL [--secondary URL] --key KEY [--user OPERATOR] [--description TEXT] [--fingerprint SHA256]
+  switchboard control gateways add NAME --gateway URL [--secondary URL] --key KEY [--user OPERATOR] [--description TEXT] [--fingerprint SHA256] [--secondary-fingerprint SHA256]
   switchboard control gateways list
   switchboard control gateways remove NAME
 
@@ -343,7 +346,7 @@ keys and kept sign-ins and is readable by its owner only.`, e.stderr)
 			}
 		}
 		err := f.Add(gateways.Entry{Name: rest[0], Gateway: cf.gf.gateway, Secondary: cf.gf.secondary, Key: cf.gf.key, User: cf.user,
-			Description: *desc, Fingerprint: cf.gf.fingerprint})
+			Description: *desc, Fingerprint: cf.gf.fingerprint, SecondaryFingerprint: normalizedOrEmpty(cf.gf.secondaryFingerprint)})
 		if err != nil {
 			return err
 		}
@@ -396,4 +399,17 @@ func (s *stdioConn) Close() error {
 		_ = c.Close()
 	}
 	return s.CloseWrite()
+}
+
+// normalizedOrEmpty is a fingerprint in the stored form; one that does not
+// parse was refused by secondaryDialer before this is called.
+func normalizedOrEmpty(fp string) string {
+	if fp == "" {
+		return ""
+	}
+	n, err := transport.NormalizeFingerprint(fp)
+	if err != nil {
+		return fp
+	}
+	return n
 }

@@ -197,6 +197,7 @@ func writeClientConfig(path string, cf clientFlags) error {
 	line("key", cf.gf.key)
 	line("ca", absOrEmpty(cf.gf.ca))
 	line("fingerprint", cf.gf.fingerprint)
+	line("secondary-fingerprint", cf.gf.secondaryFingerprint)
 	line("proxy", cf.gf.proxy)
 	line("name", cf.name)
 	for _, s := range cf.services {

@@ -54,6 +54,33 @@ func TestSelfSignedFingerprintPinning(t *testing.T) {
 	}
 }
 
+// TestSecondaryFingerprint: a primary and a secondary with self-signed
+// certificates of their own are each pinned by their own fingerprint; the
+// secondary pinned to the primary's is refused.
+func TestSecondaryFingerprint(t *testing.T) {
+	cfgA, cfgB := baseConfig(t), baseConfig(t)
+	cfgA.GatewayKeys, cfgB.GatewayKeys = []string{testKey}, []string{testKey}
+	a, b := mustStartGatewayConfig(t, cfgA), mustStartGatewayConfig(t, cfgB)
+	primary, fpA, fpB := a.https(), a.Fingerprint(), b.Fingerprint()
+	if fpA == fpB {
+		t.Fatal("two gateways made the same self-signed certificate")
+	}
+	a.stop() // browses now fall back to the secondary
+	ctx := context.Background()
+	if _, err := runCLI(ctx, t, nil, "control", "browse", "--gateway", primary, "--secondary", b.https(), "--key", testKey,
+		"--fingerprint", fpA, "--secondary-fingerprint", fpB); err != nil {
+		t.Fatalf("browse through the secondary pinned by its own fingerprint: %v", err)
+	}
+	_, err := runCLI(ctx, t, nil, "control", "browse", "--gateway", primary, "--secondary", b.https(), "--key", testKey, "--fingerprint", fpA)
+	if err == nil || !strings.Contains(err.Error(), "not the pinned "+fpA) {
+		t.Fatalf("the secondary pinned to the primary's certificate: %v", err)
+	}
+	_, err = runCLI(ctx, t, nil, "control", "browse", "--gateway", primary, "--key", testKey, "--secondary-fingerprint", fpB)
+	if err == nil || !strings.Contains(err.Error(), "give --secondary too") {
+		t.Fatalf("--secondary-fingerprint without --secondary: %v", err)
+	}
+}
+
 // TestBlockUnencrypted refuses plain-HTTP peers with an event and lets
 // https peers in; a trusted TLS-terminating proxy counts as https.
 func TestBlockUnencrypted(t *testing.T) {

@@ -67,6 +67,9 @@ type Entry struct {
 	// Fingerprint pins the gateway's TLS certificate by its SHA-256. Add
 	// stores it as lowercase hex, the form peer.Dialer compares.
 	Fingerprint string `json:"fingerprint,omitempty"`
+	// SecondaryFingerprint pins the secondary's certificate; empty pins
+	// it to Fingerprint.
+	SecondaryFingerprint string `json:"secondary_fingerprint,omitempty"`
 }
 
 // CachedKey is a remembered key's ClientKey for one installation's salt
@@ -365,6 +368,13 @@ func validate(e Entry) (Entry, error) {
 			return Entry{}, fmt.Errorf("gateway %q: a fingerprint pins a TLS certificate, which %s does not use: give an https:// address", e.Name, e.Gateway)
 		}
 		e.Fingerprint = fp
+	}
+	if e.SecondaryFingerprint != "" {
+		fp, err := transport.NormalizeFingerprint(e.SecondaryFingerprint)
+		if err != nil {
+			return Entry{}, fmt.Errorf("gateway %q: secondary fingerprint: %w", e.Name, err)
+		}
+		e.SecondaryFingerprint = fp
 	}
 	return e, nil
 }
