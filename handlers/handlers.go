@@ -45,10 +45,15 @@ type Handlers struct {
 	Security func() Security
 	// Events receives the refusals of unencrypted peers.
 	Events event.Sink
+	// Node is this node's name, sent with /healthz as NodeHeader.
+	Node string
 	// NodeLink serves the other nodes of a cluster at NodeLinkPath; it
 	// authenticates them itself. Nil leaves the route out.
 	NodeLink http.Handler
 }
+
+// NodeHeader names the node that answered /healthz.
+const NodeHeader = "Switchboard-Node"
 
 // NodeLinkPath is where the nodes of a cluster reach each other.
 const NodeLinkPath = "/cluster/v1/link"
@@ -145,6 +150,10 @@ func remoteIP(r *http.Request) string {
 
 func (h *Handlers) healthz(w http.ResponseWriter, _ *http.Request) {
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	if h.Node != "" {
+		// A node checks its own --advertise URL by this.
+		w.Header().Set(NodeHeader, h.Node)
+	}
 	_, _ = w.Write([]byte("ok\n"))
 }
 

@@ -2,7 +2,9 @@ package relay
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -32,7 +34,8 @@ type client struct {
 
 	wmu      sync.Mutex
 	closed   atomic.Bool
-	replaced atomic.Bool // a newer registration of the same Client took over
+	replaced atomic.Bool            // a newer registration of the same Client took over
+	bye      atomic.Pointer[string] // why the gateway closed the channel, if it did
 }
 
 // writeTimeout bounds one write to a Client's channel. Frames are tiny, so a
@@ -56,6 +59,7 @@ func (c *client) close(bye wire.Goodbye) {
 	if c.closed.Swap(true) {
 		return
 	}
+	c.bye.Store(&bye.Reason)
 	c.wmu.Lock()
 	_ = c.conn.SetWriteDeadline(time.Now().Add(time.Second))
 	_ = wire.WriteFrame(c.conn, wire.TypeGoodbye, bye)
@@ -171,10 +175,32 @@ func (s *Server) serveClient(ctx context.Context, p *peerConn) error {
 		s.log.Info("client connection replaced", "client", c.name)
 		return nil
 	}
-	s.emit(event.ClientDisconnected(c.name, c.realIP, c.publicIP))
-	s.log.Info("client disconnected", "client", c.name, "reason", errText(err))
+	gone := event.ClientDisconnected(c.name, c.realIP, c.publicIP)
+	gone.Reason = c.endReason(err)
+	s.emit(gone)
+	s.log.Info("client disconnected", "client", c.name, "reason", gone.Reason)
 	return nil
 }
+
+// endReason says, for the Disconnected event, why a channel ended.
+func (c *client) endReason(err error) string {
+	if bye := c.bye.Load(); bye != nil {
+		return *bye
+	}
+	var silent *silenceError
+	switch {
+	case errors.As(err, &silent):
+		return silent.Error()
+	case err == nil, errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
+		return "the Client closed the connection"
+	}
+	return event.OneLine("connection lost: " + err.Error())
+}
+
+// silenceError ends a channel whose Client sent nothing for too long.
+type silenceError struct{ d time.Duration }
+
+func (e *silenceError) Error() string { return fmt.Sprintf("no heartbeat for %s", e.d) }
 
 func errText(err error) string {
 	if err == nil {
@@ -213,8 +239,9 @@ func (s *Server) clientLoop(ctx context.Context, c *client, p *peerConn) error {
 		_ = c.conn.SetReadDeadline(time.Now().Add(s.deadAfter()))
 		t, payload, err := wire.ReadFrameMax(r, wire.MaxPeerFrame)
 		if err != nil {
-			if ne, ok := err.(interface{ Timeout() bool }); ok && ne.Timeout() {
-				return fmt.Errorf("no heartbeat for %s", s.deadAfter())
+			var ne interface{ Timeout() bool }
+			if errors.As(err, &ne) && ne.Timeout() {
+				return &silenceError{s.deadAfter()}
 			}
 			return err
 		}

@@ -161,8 +161,10 @@ func (s *Server) connectRemote(ctx context.Context, p *peerConn, operator, keyID
 			abandon()
 			var we *wire.Error
 			if errors.As(lr.err, &we) {
+				s.sessionFailed(p, clientName, operator, "node "+rc.Node+": "+we.Message)
 				s.refuse(p, we.Code, we.Message)
 			} else {
+				s.sessionFailed(p, clientName, operator, "the Client's node "+rc.Node+" cannot be reached")
 				s.refuse(p, wire.CodeUnavailable, fmt.Sprintf("Client %q is connected to node %s, which this gateway cannot reach now", clientName, rc.Node))
 			}
 			return fmt.Errorf("relay: connect %q on node %s: %w", clientName, rc.Node, lr.err)
@@ -171,6 +173,7 @@ func (s *Server) connectRemote(ctx context.Context, p *peerConn, operator, keyID
 		// A direct accept that came in meanwhile is answered by abandon.
 	case <-timer.C:
 		abandon()
+		s.sessionFailed(p, clientName, operator, fmt.Sprintf("the Client did not answer within %s", s.openTimeout))
 		s.refuse(p, wire.CodeUnavailable, fmt.Sprintf("Client %q did not answer the session request within %s", clientName, s.openTimeout))
 		return fmt.Errorf("relay: connect %q/%s on node %s: client did not answer", clientName, service, rc.Node)
 	case <-ctx.Done():

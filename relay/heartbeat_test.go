@@ -74,7 +74,8 @@ func TestHeartbeatExpiry(t *testing.T) {
 			t.Fatal("Client still connected after three CMPIs of silence")
 		}
 		e := g.Events.MustWait(t, "Client silent Disconnected")
-		if e.Kind != event.KindClientDisconnect || e.RealIP != "10.0.0.2" || e.PublicIP != "203.0.113.2" {
+		if e.Kind != event.KindClientDisconnect || e.RealIP != "10.0.0.2" || e.PublicIP != "203.0.113.2" ||
+			e.Reason != "no heartbeat for "+(3*cmpi).String() {
 			t.Fatalf("disconnected event = %+v", e)
 		}
 

@@ -229,7 +229,9 @@ func TestSetKeys(t *testing.T) {
 			if reason := c.MustBeDropped(t); !strings.Contains(reason, "key") {
 				t.Errorf("Client %s was told %q, want the reason to name the removed key", c.Name, reason)
 			}
-			g.Events.MustWait(t, "Client "+c.Name+" Disconnected")
+			if e := g.Events.MustWait(t, "Client "+c.Name+" Disconnected"); e.Reason != "the gateway key this Client uses was removed" {
+				t.Errorf("Client %s: disconnected event reason %q", c.Name, e.Reason)
+			}
 		}
 		ctlA.MustBeClosed(t)
 		accA.MustBeClosed(t)

@@ -621,7 +621,9 @@ func (s *Server) Shutdown(ctx context.Context) {
 	s.drop(func(*client) bool { return true }, func(*session) bool { return false }, "the gateway is stopping")
 	t := time.NewTicker(50 * time.Millisecond)
 	defer t.Stop()
-	for s.Stats().Sessions > 0 {
+	// Sessions relayed for other nodes count too: cutting one would cut
+	// another node's session.
+	for s.allSessions() > 0 {
 		select {
 		case <-ctx.Done():
 			s.Close()
@@ -630,6 +632,12 @@ func (s *Server) Shutdown(ctx context.Context) {
 		}
 	}
 	s.Close()
+}
+
+func (s *Server) allSessions() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.sessions)
 }
 
 // Wait waits until every accepted connection has been served, so that their events

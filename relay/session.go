@@ -151,6 +151,7 @@ func (s *Server) serveConnect(ctx context.Context, p *peerConn) error {
 	// The Control waits for Ready as long as the Client may take to accept.
 	_ = p.conn.SetDeadline(time.Now().Add(s.openTimeout + 5*time.Second))
 	if err := c.send(wire.TypeOpen, wire.Open{SessionID: id, Service: service, Control: h.Name}); err != nil {
+		s.sessionFailed(p, c.name, operator, "the Client did not take the session request")
 		s.refuse(p, wire.CodeUnavailable, "Client "+quote(c.name)+" did not take the session request")
 		return fmt.Errorf("relay: connect %q: %w", clientName, err)
 	}
@@ -161,10 +162,12 @@ func (s *Server) serveConnect(ctx context.Context, p *peerConn) error {
 	case acc = <-po.accept:
 	case reason := <-po.failed:
 		abandon()
+		s.sessionFailed(p, c.name, operator, fmt.Sprintf("the Client could not open service %s: %s", service, reason))
 		s.refuse(p, wire.CodeUnavailable, fmt.Sprintf("Client %q could not open service %q: %s", c.name, service, reason))
 		return fmt.Errorf("relay: connect %q/%s: client failed: %s", clientName, service, reason)
 	case <-timer.C:
 		abandon()
+		s.sessionFailed(p, c.name, operator, fmt.Sprintf("the Client did not answer within %s", s.openTimeout))
 		s.refuse(p, wire.CodeUnavailable, fmt.Sprintf("Client %q did not answer the session request within %s", c.name, s.openTimeout))
 		return fmt.Errorf("relay: connect %q/%s: client did not answer", clientName, service)
 	case <-ctx.Done():
@@ -182,6 +185,13 @@ func (s *Server) serveConnect(ctx context.Context, p *peerConn) error {
 		client: c, service: service, started: time.Now(), a: p.conn, b: acc.conn,
 	}
 	return s.runSession(ctx, x, p, acc, true, nil)
+}
+
+// sessionFailed records a session the Control asked for that never began.
+func (s *Server) sessionFailed(p *peerConn, client, operator, reason string) {
+	e := event.SessionFailed(p.hello.Name, client, p.publicIP, reason)
+	e.Operator = operator
+	s.emit(e)
 }
 
 // pend registers a session request for c under a fresh ID. abandon

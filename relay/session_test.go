@@ -243,6 +243,10 @@ func TestConnectOutcomes(t *testing.T) {
 		}
 		c.MustBeAlive(t)
 		g.Events.MustNotHave(t, sessionStarted)
+		e := g.Events.MustWait(t, "Control op-1 could not connect to Client pc-1")
+		if e.Reason != "the Client could not open service vnc: connection refused by 127.0.0.1:5900" || e.PublicIP != ctlIP || e.Control != "op-1" {
+			t.Fatalf("session failed event = %+v", e)
+		}
 	})
 
 	t.Run("client that never answers makes the connect unavailable", func(t *testing.T) {
@@ -254,6 +258,9 @@ func TestConnectOutcomes(t *testing.T) {
 		ctl.MustBeRefused(t, wire.TypeReady, wire.CodeUnavailable)
 		c.MustBeAlive(t)
 		g.Events.MustNotHave(t, sessionStarted)
+		if e := g.Events.MustWait(t, "Control op-1 could not connect to Client pc-1"); e.Reason != "the Client did not answer within 50ms" {
+			t.Fatalf("session failed event = %+v", e)
+		}
 	})
 
 	t.Run("an accept after the control was refused is refused too", func(t *testing.T) {

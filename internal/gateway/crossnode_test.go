@@ -53,7 +53,24 @@ func TestCrossNodeSession(t *testing.T) {
 	ccfg := nodeConfig(t, url, "gw-c", NodeBalanced)
 	ccfg.GatewayKeys = []string{presenceKey, "another-gateway-key"}
 	ccfg.Advertise = "http://" + peertest.ClosedAddr(t)
+	clogs := &peertest.Logs{}
+	ccfg.Logger = clogs.Logger()
 	c := mustStartNode(t, ccfg)
+	waitUntil(t, "gw-c to warn of its dead --advertise", func() bool {
+		_, ok := clogs.Find("cluster: this node's --advertise URL does not answer here; other nodes and their Clients must reach this node at it (sessions to this node's Clients from other nodes are relayed meanwhile)")
+		return ok
+	})
+	// A node advertising another node's URL is told so.
+	dcfg := nodeConfig(t, url, "gw-d", NodeBalanced)
+	dcfg.Advertise = "http://" + a.Addrs()[0].String()
+	dlogs := &peertest.Logs{}
+	dcfg.Logger = dlogs.Logger()
+	d := mustStartNode(t, dcfg)
+	waitUntil(t, "gw-d to warn that its --advertise reaches gw-a", func() bool {
+		r, ok := dlogs.Find("cluster: this node's --advertise URL reaches another gateway; give each node a URL of its own")
+		return ok && r.Attrs["answered_by"] == "gw-a"
+	})
+	d.Shutdown()
 	logs := &peertest.Logs{}
 	crossAgent(t, b, "pc-x", logs)
 	waitUntil(t, "pc-x on gw-b through gw-a", onNode(t, a, "pc-x", "gw-b"))

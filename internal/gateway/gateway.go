@@ -149,14 +149,17 @@ func Start(ctx context.Context, cfg Config) (_ *Gateway, err error) {
 		return nil, err
 	}
 	var m *metrics.Metrics
-	var sink event.Sink = g.events
+	// Repeats of one refusal fold into one event (event.Folder); metrics
+	// count every one.
+	folder := event.NewFolder(g.events, 0)
+	var sink event.Sink = folder
 	if len(cfg.MetricsAllow) > 0 {
 		m = metrics.New(metrics.Sources{
 			Relay: func() relay.Stats { return g.relay.Stats() }, EventsPending: g.events.Pending, EventsWritten: g.events.Written,
 			EventsQuarantined: g.events.Quarantined, EventsDropped: g.events.Dropped,
 			Standby: func() bool { return g.nodeState() == "standby" },
 		})
-		sink = m.Sink(g.events)
+		sink = m.Sink(folder)
 	}
 	duoRoots, err := cfg.duoRoots()
 	if err != nil {
@@ -207,7 +210,7 @@ func Start(ctx context.Context, cfg Config) (_ *Gateway, err error) {
 	// the flag follows whether the gateway serves https.
 	sessions.Cookie.Secure = g.tls != nil
 	h := &handlers.Handlers{Relay: g.relay, Logger: log, Ready: g.ready, State: g.nodeState, Static: assets, Events: sink,
-		NodeLink: g.peers,
+		NodeLink: g.peers, Node: cfg.Node,
 		Security: func() handlers.Security { return *g.security.Load() },
 		Console: &handlers.Console{
 			Relay: g.relay, Store: st, Config: runtimeStore{st, cfg.runtimeConfig()}, Sessions: sessions, Events: nodeSink,
@@ -244,6 +247,16 @@ func Start(ctx context.Context, cfg Config) (_ *Gateway, err error) {
 	go func() {
 		defer g.bg.Done()
 		signins.Run(pollCtx)
+	}()
+	g.bg.Add(1)
+	go func() {
+		defer g.bg.Done()
+		folder.Run(pollCtx)
+	}()
+	g.bg.Add(1)
+	go func() {
+		defer g.bg.Done()
+		g.peers.checkAdvertise(pollCtx)
 	}()
 	return g, nil
 }

@@ -451,3 +451,51 @@ func lowerHex(s string) bool {
 	}
 	return true
 }
+
+// checkAdvertise asks this node's own advertised URL for /healthz once it
+// listens, and says clearly when the answer does not come from this node:
+// the other nodes could not reach it, and Clients of other nodes would
+// have their sessions with it relayed instead of coming here directly.
+// It only warns: a URL may be reachable from everywhere but here (NAT
+// without hairpin), and the node works either way.
+func (p *peers) checkAdvertise(ctx context.Context) {
+	url, fp := p.Here()
+	if url == "" {
+		return
+	}
+	gw, err := peer.ParseGateway(url)
+	if err != nil {
+		p.g.log.Error("cluster: --advertise is not a gateway URL", "advertise", url, "err", err)
+		return
+	}
+	d := peer.Dialer{Gateway: gw, Fingerprint: fp, Timeout: 3 * time.Second, UserAgent: "switchboard-node/" + p.g.cfg.Version}
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	name, err := healthzNode(ctx, &d)
+	switch {
+	case err != nil:
+		p.g.log.Warn("cluster: this node's --advertise URL does not answer here; other nodes and their Clients must reach this node at it (sessions to this node's Clients from other nodes are relayed meanwhile)",
+			"advertise", url, "err", err)
+	case name != p.g.cfg.Node:
+		p.g.log.Warn("cluster: this node's --advertise URL reaches another gateway; give each node a URL of its own",
+			"advertise", url, "answered_by", name)
+	default:
+		p.g.log.Debug("cluster: --advertise reaches this node", "advertise", url)
+	}
+}
+
+// healthzNode is the node name a gateway's /healthz answers with. It goes
+// through peer.Dialer (the pin, a proxy) like every dial of a node; the
+// Upgrade header it sends is one /healthz ignores.
+func healthzNode(ctx context.Context, d *peer.Dialer) (string, error) {
+	conn, _, resp, err := d.Upgrade(ctx, "/healthz", "none", nil)
+	if err != nil {
+		return "", err
+	}
+	defer conn.Close()
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return "", fmt.Errorf("/healthz answered %s", resp.Status)
+	}
+	return resp.Header.Get(handlers.NodeHeader), nil
+}

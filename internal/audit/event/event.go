@@ -171,6 +171,25 @@ func SessionEnded(control, client, publicIP string) Event {
 	return e
 }
 
+// SessionFailed reports a session a Control asked for that never started:
+// the Client could not reach its service, did not answer, or its node
+// could not be reached. reason says which.
+func SessionFailed(control, client, publicIP, reason string) Event {
+	control, client, publicIP = Safe(control), Safe(client), Safe(publicIP)
+	e := newEvent(KindSessionEnd, fmt.Sprintf("Control %s could not connect to Client %s", control, client))
+	e.Control, e.Client, e.PublicIP, e.Reason = control, client, publicIP, OneLine(reason)
+	return e
+}
+
+// SessionTerminated reports an administrator ending a session.
+func SessionTerminated(control, client, operator string) Event {
+	control, client, operator = Safe(control), Safe(client), Safe(operator)
+	e := newEvent(KindSessionEnd, fmt.Sprintf("Session between Control %s and Client %s terminated by operator %s", control, client, operator))
+	e.Control, e.Client, e.Operator = control, client, operator
+	e.Reason = "terminated by operator " + operator
+	return e
+}
+
 // LicenceExceeded reports a Client rejected by the licence limit.
 func LicenceExceeded(client, realIP, publicIP string) Event {
 	client, realIP, publicIP = Safe(client), Safe(realIP), Safe(publicIP)

@@ -47,6 +47,12 @@ type Config struct {
 	// primary to see whether it is back; zero means 2 s. A probe that gets
 	// the primary's challenge goes on to register on that connection.
 	ProbeInterval time.Duration
+	// RefusedMaxBackoff bounds the wait after a refusal that asking again
+	// soon cannot change (a key the gateway does not have, a full licence,
+	// a name or version it refuses): the wait doubles from MaxBackoff up
+	// to it, so a forgotten Client costs its gateway a few events an
+	// hour, not one every half minute. Zero means 10 minutes.
+	RefusedMaxBackoff time.Duration
 }
 
 // Agent runs a Client. Create it with New and call Run.
@@ -92,6 +98,9 @@ func New(cfg Config) (*Agent, error) {
 	}
 	if cfg.ProbeInterval == 0 {
 		cfg.ProbeInterval = 2 * time.Second
+	}
+	if cfg.RefusedMaxBackoff == 0 {
+		cfg.RefusedMaxBackoff = 10 * time.Minute
 	}
 	if cfg.Dialer.UserAgent == "" {
 		cfg.Dialer.UserAgent = "switchboard-client/" + cfg.Version
@@ -156,6 +165,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	backoff := a.cfg.MinBackoff
 	var next *channel // a primary registration made while on the secondary
 	fails := 0        // primary attempts in a row that ended without registering, plus the channel's end
+	var refusedWait time.Duration
 	for {
 		ch, err := next, error(nil)
 		next = nil
@@ -163,7 +173,7 @@ func (a *Agent) Run(ctx context.Context) error {
 			ch, err = a.register(ctx, a.primary)
 		}
 		if ch != nil {
-			backoff, fails = a.cfg.MinBackoff, 0
+			backoff, fails, refusedWait = a.cfg.MinBackoff, 0, 0
 			err = a.serve(ctx, ctx, ch)
 			if mv := ch.moved.Load(); mv != nil && ctx.Err() == nil {
 				next = mv
@@ -183,6 +193,15 @@ func (a *Agent) Run(ctx context.Context) error {
 				next = other
 				continue
 			}
+		}
+		if refused && a.secondary == nil && lasting(we.Code) {
+			refusedWait = min(max(refusedWait*2, a.cfg.MaxBackoff), a.cfg.RefusedMaxBackoff)
+			a.log.Error("the gateway refuses this Client, and asking again soon would not change that; waiting longer before each try",
+				"gateway", a.primary.Gateway.String(), "code", we.Code, "retry_within", refusedWait)
+			if !a.pause(ctx, refusedWait) {
+				return nil
+			}
+			continue
 		}
 		if a.secondary == nil || (fails < 2 && !refused) {
 			if !a.pause(ctx, backoff) {
@@ -234,6 +253,16 @@ func (a *Agent) Run(ctx context.Context) error {
 		}
 		backoff = min(backoff*2, a.cfg.MaxBackoff)
 	}
+}
+
+// lasting reports whether a refusal stays what it is until an
+// administrator acts: asking again soon would get the same answer.
+func lasting(code string) bool {
+	switch code {
+	case wire.CodeUnauthorized, wire.CodeLicence, wire.CodeNoKeys, wire.CodeVersion, wire.CodeBadRequest:
+		return true
+	}
+	return false
 }
 
 func errText(err error) string {

@@ -490,3 +490,44 @@ func TestStopsWhileWaitingToReconnect(t *testing.T) {
 		t.Fatalf("Run = %v, want nil", err)
 	}
 }
+
+// A gateway that refuses the Client's key will refuse it again: the agent
+// waits longer after each such refusal, doubling from MaxBackoff up to
+// RefusedMaxBackoff, and says so, instead of retrying (and costing the
+// gateway a security event) every MaxBackoff.
+func TestLastingRefusalBacksOffLonger(t *testing.T) {
+	t.Parallel()
+	g := peertest.Start(t, peertest.Config{Keys: []string{"a key this agent does not have"}})
+	logs := &peertest.Logs{}
+	cfg := agentConfig(g, "pc-refused", nil)
+	cfg.Logger = logs.Logger()
+	cfg.RefusedMaxBackoff = 400 * time.Millisecond
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	a, err := agent.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = a.Run(ctx)
+	const msg = "the gateway refuses this Client, and asking again soon would not change that; waiting longer before each try"
+	recs := logs.FindAll(msg)
+	if len(recs) < 4 {
+		t.Fatalf("%d long waits logged, want at least 4", len(recs))
+	}
+	for i, want := range []string{"100ms", "200ms", "400ms", "400ms"} {
+		if got := recs[i].Attrs["retry_within"]; got != want {
+			t.Errorf("wait %d = %s, want %s", i+1, got, want)
+		}
+	}
+	// Jittered waits of at most 100, 200, 400, 400... ms in 3 s: a
+	// handful of refusals, where MaxBackoff alone would allow thirty.
+	n := 0
+	for _, m := range g.Events.Messages() {
+		if strings.HasPrefix(m, "Security check failed for Client pc-refused (") {
+			n++
+		}
+	}
+	if n < 4 || n > 14 {
+		t.Fatalf("the gateway wrote %d refusals in 3 s, want 4 to 14", n)
+	}
+}

@@ -66,3 +66,16 @@ func (h *recordHandler) WithAttrs(as []slog.Attr) slog.Handler {
 // WithGroup ignores groups: the peers log flat attributes, and tests look
 // them up by key alone.
 func (h *recordHandler) WithGroup(string) slog.Handler { return h }
+
+// FindAll is every record with exactly msg, in order.
+func (l *Logs) FindAll(msg string) []LogRecord {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var out []LogRecord
+	for _, r := range l.recs {
+		if r.Msg == msg {
+			out = append(out, r)
+		}
+	}
+	return out
+}
