@@ -3,6 +3,7 @@ package db
 import (
 	"context"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -62,11 +63,17 @@ const deletePresence = "DELETE FROM presence WHERE name = $1 AND key_id = $2 AND
 // last. A delete removes the row only while it still holds ConnID, so a
 // node that lets go of an old connection never removes the Client's newer
 // one on another node.
+//
+// The same transaction wakes the other nodes (Notify, WakePresence), named
+// by the first op's P.Node, so that a Client connecting on one node shows
+// on the others before their next poll. An op without a node wakes them
+// all the same.
 func (db *DB) ApplyPresence(ctx context.Context, ops []PresenceOp) error {
 	if len(ops) == 0 {
 		return nil
 	}
 	b := &pgx.Batch{}
+	b.Queue(notifySQL, Wake{Kind: WakePresence, Node: wakeNode(ops[0].P.Node)}.payload())
 	for _, op := range ops {
 		p := op.P
 		if op.Delete {
@@ -99,14 +106,27 @@ func (db *DB) HeartbeatPresence(ctx context.Context, node string) (int64, error)
 }
 
 // DeleteNodePresence removes every row node holds: at its start (what its
-// previous run left) and at its orderly stop. A node marked lost loses its
-// rows in the same transaction, by a trigger (migration 00008).
+// previous run left) and at its orderly stop, and wakes the other nodes in
+// the same statement. A node marked lost loses its rows in the same
+// transaction, by a trigger (migration 00008).
 func (db *DB) DeleteNodePresence(ctx context.Context, node string) (int64, error) {
-	tag, err := db.pool.Exec(ctx, "DELETE FROM presence WHERE node = $1", node)
+	var n int64
+	err := db.pool.QueryRow(ctx, `WITH gone AS (DELETE FROM presence WHERE node = $1 RETURNING 1)
+SELECT count(*), pg_notify('`+ClusterChannel+`', $2) FROM gone`, node, Wake{Kind: WakePresence, Node: wakeNode(node)}.payload()).Scan(&n, nil)
 	if err != nil {
 		return 0, fmt.Errorf("db: delete presence of %s: %w", node, err)
 	}
-	return tag.RowsAffected(), nil
+	return n, nil
+}
+
+// wakeNode is node as a notification names it: a node name has no spaces
+// (--node is a host name), but a payload must parse whatever it is given.
+func wakeNode(node string) string {
+	node = strings.ReplaceAll(node, " ", "_")
+	if node == "" {
+		return "-"
+	}
+	return node
 }
 
 func (db *DB) queryPresence(ctx context.Context, sql string, args ...any) ([]Presence, error) {
@@ -151,6 +171,7 @@ func (db *DB) ReplaceNodePresence(ctx context.Context, node string, ps []Presenc
 			return err
 		}
 		b := &pgx.Batch{}
+		b.Queue(notifySQL, Wake{Kind: WakePresence, Node: wakeNode(node)}.payload())
 		for _, p := range ps {
 			services := p.Services
 			if services == nil {

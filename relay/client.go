@@ -104,6 +104,10 @@ func (s *Server) serveClient(ctx context.Context, p *peerConn) error {
 		s.refuse(p, wire.CodeUnauthorized, "security check failed: the gateway key is not valid on this gateway")
 		return fmt.Errorf("relay: client %q from %s: bad key", h.Name, p.publicIP)
 	}
+	if why := s.closedToClients.Load(); why != nil {
+		s.refuse(p, wire.CodeUnavailable, *why)
+		return fmt.Errorf("relay: client %q from %s: not admitting: %s", h.Name, p.publicIP, *why)
+	}
 	// serve checked every field (Hello.Check) before this.
 	services := make([]string, 0, len(h.Services))
 	for _, sv := range h.Services {

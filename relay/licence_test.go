@@ -103,3 +103,20 @@ func TestSetMaxClients(t *testing.T) {
 		t.Fatalf("%d Clients with no limit, want 6", st.Clients)
 	}
 }
+
+// A node closed to new Clients (its database is away, see gateway) refuses
+// them as unavailable, with its reason, and keeps those it holds.
+func TestNotAdmittingClients(t *testing.T) {
+	g := MustStartGateway(t, []string{keyAlpha})
+	held := g.MustRegister(t, keyAlpha, "pc-held", "10.0.0.5", "203.0.113.7", "vnc")
+	g.SetAdmitClients(false, "this gateway cannot reach its database: connect to another node of its cluster")
+	c := g.MustDial(t, "203.0.113.8")
+	c.MustSendHello(t, keyAlpha, wire.RoleClient, "pc-new", "", nil)
+	we := c.MustBeRefused(t, wire.TypeWelcome, wire.CodeUnavailable)
+	if we.Message != "this gateway cannot reach its database: connect to another node of its cluster" {
+		t.Fatalf("refused with %q", we.Message)
+	}
+	held.MustBeAlive(t)
+	g.SetAdmitClients(true, "")
+	g.MustRegister(t, keyAlpha, "pc-new", "10.0.0.6", "203.0.113.8", "vnc")
+}

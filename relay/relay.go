@@ -78,7 +78,10 @@ type Server struct {
 
 	keys       keyring
 	maxClients atomic.Int64
-	cmpi       atomic.Int64 // nanoseconds
+	// closedToClients, when set, is why new Client registrations are
+	// refused (SetAdmitClients).
+	closedToClients atomic.Pointer[string]
+	cmpi            atomic.Int64 // nanoseconds
 
 	mu       sync.Mutex
 	clients  map[clientKey]*client
@@ -159,6 +162,18 @@ func (s *Server) SetKeys(keys []Key) bool {
 		s.dropKeys(gone)
 	}
 	return changed
+}
+
+// SetAdmitClients opens the node to new Client registrations, or closes
+// it with a reason told to each Client refused (wire.CodeUnavailable, so
+// the Client goes to its secondary or another node). Clients registered
+// already stay.
+func (s *Server) SetAdmitClients(admit bool, reason string) {
+	if admit {
+		s.closedToClients.Store(nil)
+		return
+	}
+	s.closedToClients.Store(&reason)
 }
 
 // HasKeys reports whether any key admits connections.

@@ -45,6 +45,9 @@ type Config struct {
 	// presence table, dropping those connected to another node since
 	// (default 1 s; see presence.go).
 	PresencePoll time.Duration
+	// BalanceSlack is how many Clients over the mean (and 10% over) a
+	// balanced node may hold before it moves any (placement.go); 0 is 50.
+	BalanceSlack int
 	// Now is the node's clock, compared with the database's at start
 	// (MaxClockSkew); nil is time.Now. Tests give a skewed one.
 	Now func() time.Time

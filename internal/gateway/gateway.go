@@ -59,10 +59,11 @@ type Gateway struct {
 	shutdownOnce sync.Once
 	stopping     chan struct{}
 	sessionStore *pgxstore.PostgresStore
-	node         *nodeReg  // this node's row in the node registry (nodes.go)
-	presence     *presence // this node's Clients in the presence table (presence.go)
-	placer       *placer   // where Clients belong among the nodes (placement.go)
-	peers        *peers    // links to the other nodes (nodelink.go)
+	node         *nodeReg   // this node's row in the node registry (nodes.go)
+	presence     *presence  // this node's Clients in the presence table (presence.go)
+	placer       *placer    // where Clients belong among the nodes (placement.go)
+	lease        leaseWatch // whether the lease is renewed (outage.go)
+	peers        *peers     // links to the other nodes (nodelink.go)
 	eventsDone   chan struct{}
 	bg           sync.WaitGroup
 	serveErr     chan error

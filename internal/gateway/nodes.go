@@ -254,8 +254,16 @@ func (g *Gateway) joinNode(ctx context.Context) {
 		reg.url = advertiseURL(g.cfg, addrs[0].String())
 		reg.mu.Unlock()
 	}
+	// Before the first heartbeat, which tells a secondary that this node
+	// is back (and its Clients come): the placer knows the cluster and
+	// who was where by then. Each is bounded; a database that is away
+	// leaves them to their loops.
+	g.presence.waitPolled(ctx, 2*time.Second)
+	g.placer.prime(ctx)
 	if err := g.DB().HeartbeatNode(ctx, g.nodeRow()); err != nil {
 		g.log.Warn("node registry: first heartbeat", "err", err)
+	} else if err := g.DB().Notify(ctx, db.WakeNodes, g.cfg.Node); err != nil {
+		g.log.Debug("node registry: cannot notify the other nodes; they see this one at their next poll", "err", err)
 	}
 	row := g.nodeRow()
 	g.events.Emit(event.NodeJoined(row.Name, row.Role, row.AdvertiseURL))
@@ -293,6 +301,7 @@ func (g *Gateway) heartbeat(ctx context.Context) {
 		case <-t.C:
 		}
 		err := g.heartbeatOnce(ctx)
+		g.leaseRenewed(ctx, g.DB(), err == nil)
 		if ctx.Err() != nil {
 			return
 		}
@@ -350,6 +359,14 @@ func (g *Gateway) heartbeatOnce(ctx context.Context) error {
 	for _, n := range lost {
 		g.log.Warn("node registry: node lost", "node", n.Name, "url", n.AdvertiseURL, "last_seen_ago", n.Age.Round(time.Second))
 		g.events.Emit(event.NodeLost(n.Name))
+	}
+	if len(lost) > 0 {
+		// Its Clients are gone from presence with it: the other nodes
+		// (and their Clients' lists of nodes) should know now.
+		if err := st.Notify(ctx, db.WakeNodes, g.cfg.Node); err != nil {
+			return err
+		}
+		g.placer.poke()
 	}
 	return nil
 }

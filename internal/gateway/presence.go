@@ -35,6 +35,16 @@ package gateway
 //     new licence). A Client connecting elsewhere shows here within a
 //     poll, so two nodes admitting at once may go past the limit by a few
 //     for that long. With the database away the last snapshot stands.
+//     The snapshot also says which node holds each of those Clients, and
+//     how many each node holds: the placer (placement.go) reads it to
+//     tell a Client returning from the secondary, and to count the load
+//     of the balanced nodes.
+//   - The poll runs at once, not at its next tick, when another node's
+//     presence changed or a node joined or left (the LISTEN connection,
+//     notify.go), but at most once per presenceWakeGap: a storm of
+//     connections on other nodes costs each node four reads a second at
+//     most. A lost notification delays a change until the next tick,
+//     never loses it.
 
 import (
 	"context"
@@ -62,6 +72,9 @@ const (
 	// within presenceSlack of the last one.
 	presenceFullPoll = 30
 	presenceSlack    = 30 * time.Second
+	// presenceWakeGap is the least time between two polls that
+	// notifications asked for.
+	presenceWakeGap = 250 * time.Millisecond
 )
 
 type presence struct {
@@ -75,6 +88,13 @@ type presence struct {
 	inflight bool   // a batch is being written
 	resync   bool   // replace this node's rows with what the relay holds
 	wake     chan struct{}
+	// pollNow asks for a poll before the next tick (a notification);
+	// fullNext makes it read every row (the listener reconnected, and
+	// may have missed changes).
+	pollNow  chan struct{}
+	fullNext atomic.Bool
+	// polled is closed once the first poll has run (or failed).
+	polled chan struct{}
 
 	// remote is the snapshot of the other nodes' Clients (relay.Cluster),
 	// replaced whole at each poll.
@@ -90,7 +110,8 @@ type presence struct {
 }
 
 func newPresence(g *Gateway) *presence {
-	return &presence{g: g, node: g.cfg.Node, log: g.log, wake: make(chan struct{}, 1)}
+	return &presence{g: g, node: g.cfg.Node, log: g.log, wake: make(chan struct{}, 1),
+		pollNow: make(chan struct{}, 1), polled: make(chan struct{})}
 }
 
 func toRow(r relay.Registration) db.Presence {
@@ -124,7 +145,8 @@ func (p *presence) Registered(r relay.Registration) {
 
 // Unregistered is relay.Presence: it queues and returns.
 func (p *presence) Unregistered(name, keyID, connID string) {
-	p.push(db.PresenceOp{Delete: true, P: db.Presence{Name: name, KeyID: keyID, ConnID: connID}})
+	// Node serves only the notification the write sends: it names the sender.
+	p.push(db.PresenceOp{Delete: true, P: db.Presence{Name: name, KeyID: keyID, ConnID: connID, Node: p.node}})
 }
 
 func infoOf(r db.Presence) wire.ClientInfo {
@@ -164,9 +186,21 @@ func (p *presence) Clients(ctx context.Context) ([]relay.ClientInfo, error) {
 type clientID struct{ name, keyID string }
 
 // remoteClients is the Clients the other nodes hold, as of one poll. At
-// 100,000 Clients the set is a few MB, read once a poll.
+// 100,000 Clients the map is a few MB, read once a poll.
 type remoteClients struct {
-	set map[clientID]struct{}
+	// where is every fresh row of another node: the node holding it.
+	where map[clientID]remoteRow
+	// others counts the rows of where that this node does not hold too.
+	others int
+	// perNode counts the rows of where by node.
+	perNode map[string]int
+}
+
+type remoteRow struct {
+	node string
+	// held: this node holds a connection of the Client too (it is moving
+	// here or away); the licence counts it here only.
+	held bool
 }
 
 // OtherClients is relay.Cluster: how many Clients the other nodes hold, as
@@ -178,37 +212,87 @@ func (p *presence) OtherClients(name, keyID string) int {
 	if r == nil {
 		return 0
 	}
-	n := len(r.set)
-	if _, ok := r.set[clientID{name, keyID}]; ok {
+	n := r.others
+	if row, ok := r.where[clientID{name, keyID}]; ok && !row.held {
 		n--
 	}
 	return n
 }
 
+// nodeOf is the other node whose row held name/keyID at the last poll, or
+// "" when none did.
+func (p *presence) nodeOf(name, keyID string) string {
+	r := p.remote.Load()
+	if r == nil {
+		return ""
+	}
+	return r.where[clientID{name, keyID}].node
+}
+
+// clientsOn is how many Clients node held at the last poll (another node
+// than this one).
+func (p *presence) clientsOn(node string) int {
+	r := p.remote.Load()
+	if r == nil {
+		return 0
+	}
+	return r.perNode[node]
+}
+
 // refreshRemote replaces the snapshot of the other nodes' Clients with the
-// fresh rows the database holds now, leaving out the Clients this node
-// holds too (counted here; the other node is dropping or has dropped its
-// connection). Only the names and keys are read.
+// fresh rows the database holds now, marking the Clients this node holds
+// too (counted here for the licence; the other node is dropping or has
+// dropped its connection). Only the names, keys and nodes are read.
 func (p *presence) refreshRemote(ctx context.Context) error {
-	rows, err := p.g.DB().Pool().Query(ctx, `SELECT name, key_id FROM presence
+	rows, err := p.g.DB().Pool().Query(ctx, `SELECT name, key_id, node FROM presence
 WHERE node <> $1 AND last_heartbeat > now() - make_interval(secs => $2)`, p.node, db.NodeLease.Seconds())
 	if err != nil {
 		return err
 	}
-	set := make(map[clientID]struct{})
+	// Node names repeat in every row: one string each.
+	names := make(map[string]string)
+	rc := &remoteClients{where: make(map[clientID]remoteRow), perNode: make(map[string]int)}
 	var id clientID
-	_, err = pgx.ForEachRow(rows, []any{&id.name, &id.keyID}, func() error {
-		set[id] = struct{}{}
+	var node string
+	_, err = pgx.ForEachRow(rows, []any{&id.name, &id.keyID, &node}, func() error {
+		n, ok := names[node]
+		if !ok {
+			n = node
+			names[node] = n
+		}
+		rc.where[id] = remoteRow{node: n}
+		rc.perNode[n]++
 		return nil
 	})
 	if err != nil {
 		return err
 	}
+	rc.others = len(rc.where)
 	for _, r := range p.g.relay.Registrations() {
-		delete(set, clientID{r.Name, r.KeyID})
+		k := clientID{r.Name, r.KeyID}
+		if row, ok := rc.where[k]; ok {
+			row.held = true
+			rc.where[k] = row
+			rc.others--
+		}
 	}
-	p.remote.Store(&remoteClients{set: set})
+	p.remote.Store(rc)
+	if p.g.placer != nil {
+		p.g.placer.poke()
+	}
 	return nil
+}
+
+// pollSoon asks for a poll now (a notification); full makes it read every
+// row rather than the recent ones.
+func (p *presence) pollSoon(full bool) {
+	if full {
+		p.fullNext.Store(true)
+	}
+	select {
+	case p.pollNow <- struct{}{}:
+	default:
+	}
 }
 
 // start runs the writer and poller until stopPresence.
@@ -233,6 +317,10 @@ func (p *presence) stopPresence() {
 func (p *presence) run(ctx context.Context) {
 	t := time.NewTicker(p.g.cfg.PresencePoll)
 	defer t.Stop()
+	// A first poll at once: the placer needs the snapshot before the node
+	// joins (a Client returning from the secondary is told by it).
+	p.report(ctx, p.pollOnce(ctx))
+	close(p.polled)
 	for {
 		select {
 		case <-ctx.Done():
@@ -246,6 +334,14 @@ func (p *presence) run(ctx context.Context) {
 			}
 			p.report(ctx, p.flush(ctx))
 			continue
+		case <-p.pollNow:
+			if wait := presenceWakeGap - time.Since(p.lastPoll); wait > 0 {
+				select {
+				case <-ctx.Done():
+					return
+				case <-time.After(wait):
+				}
+			}
 		case <-t.C:
 		}
 		err := p.flush(ctx)
@@ -253,6 +349,17 @@ func (p *presence) run(ctx context.Context) {
 			err = p.pollOnce(ctx)
 		}
 		p.report(ctx, err)
+	}
+}
+
+// waitPolled waits for the first poll, at most d.
+func (p *presence) waitPolled(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-p.polled:
+	case <-t.C:
+	case <-ctx.Done():
 	}
 }
 
@@ -356,11 +463,15 @@ func (p *presence) heartbeat(ctx context.Context, st *db.DB) error {
 func (p *presence) pollOnce(ctx context.Context) error {
 	start := time.Now()
 	since := time.Time{}
-	if !p.lastPoll.IsZero() && p.polls%presenceFullPoll != 0 {
+	full := p.fullNext.Swap(false)
+	if !full && !p.lastPoll.IsZero() && p.polls%presenceFullPoll != 0 {
 		since = p.lastPoll.Add(-presenceSlack)
 	}
 	rows, err := p.g.DB().PresenceElsewhere(ctx, p.node, since)
 	if err != nil {
+		if full {
+			p.fullNext.Store(true)
+		}
 		return err
 	}
 	p.lastPoll = start
