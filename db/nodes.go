@@ -147,6 +147,27 @@ RETURNING `+nodeColumns, self, seconds(lease))
 	return lost, nil
 }
 
+// LostNodeKept is how long a lost node stays in the registry (and on the
+// Servers tab, as lost) before ForgetLostNodes removes it: long enough for
+// an administrator to see what happened overnight.
+const LostNodeKept = 24 * time.Hour
+
+// ForgetLostNodes deletes the nodes marked lost more than kept ago, and
+// returns their names. A node that comes back after that claims its name
+// anew.
+func (db *DB) ForgetLostNodes(ctx context.Context, kept time.Duration) ([]string, error) {
+	rows, err := db.pool.Query(ctx, `
+DELETE FROM nodes WHERE lost_at IS NOT NULL AND lost_at < now() - make_interval(secs => $1) RETURNING name`, seconds(kept))
+	if err != nil {
+		return nil, fmt.Errorf("db: forget lost nodes: %w", err)
+	}
+	names, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return nil, fmt.Errorf("db: forget lost nodes: %w", err)
+	}
+	return names, nil
+}
+
 // LeaveNode deletes the row of name if nonce holds it, and reports whether
 // it did.
 func (db *DB) LeaveNode(ctx context.Context, name, nonce string) (bool, error) {

@@ -167,3 +167,28 @@ func TestNodeLockName(t *testing.T) {
 		t.Fatalf("Now = %v, %v", now, err)
 	}
 }
+
+// Lost nodes are forgotten once they have been lost for longer than kept;
+// live ones and the recently lost stay.
+func TestForgetLostNodes(t *testing.T) {
+	t.Parallel()
+	st := pgtest.MustDB(t)
+	ctx := context.Background()
+	for _, name := range []string{"gw-live", "gw-lost-old", "gw-lost-new"} {
+		if _, err := st.ClaimNode(ctx, db.Node{Name: name, AdvertiseURL: "https://" + name, Role: "balanced", Nonce: name}, db.NodeLease, false); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := st.Pool().Exec(ctx, `UPDATE nodes SET lost_at = now() - interval '2 hours' WHERE name = 'gw-lost-old';
+UPDATE nodes SET lost_at = now() - interval '10 minutes' WHERE name = 'gw-lost-new'`); err != nil {
+		t.Fatal(err)
+	}
+	gone, err := st.ForgetLostNodes(ctx, time.Hour)
+	if err != nil || len(gone) != 1 || gone[0] != "gw-lost-old" {
+		t.Fatalf("forgot %q, %v; want gw-lost-old", gone, err)
+	}
+	nodes, err := st.Nodes(ctx)
+	if err != nil || len(nodes) != 2 {
+		t.Fatalf("left %+v, %v", nodes, err)
+	}
+}

@@ -360,6 +360,11 @@ func (g *Gateway) heartbeatOnce(ctx context.Context) error {
 		g.log.Warn("node registry: node lost", "node", n.Name, "url", n.AdvertiseURL, "last_seen_ago", n.Age.Round(time.Second))
 		g.events.Emit(event.NodeLost(n.Name))
 	}
+	if forgotten, err := st.ForgetLostNodes(ctx, db.LostNodeKept); err == nil {
+		for _, name := range forgotten {
+			g.log.Info("node registry: a node lost for a day is off the list", "node", name)
+		}
+	}
 	if len(lost) > 0 {
 		// Its Clients are gone from presence with it: the other nodes
 		// (and their Clients' lists of nodes) should know now.
