@@ -568,10 +568,14 @@ func (s *Server) Stats() Stats {
 		if x.hopFor == "" {
 			st.Sessions++
 		}
+		// The bytes of directions the kernel splices reach the totals
+		// when they end.
+		st.BytesUp += x.up.pending()
+		st.BytesDown += x.down.pending()
 	}
 	s.mu.Unlock()
-	st.BytesUp = s.bytesUp.Load()
-	st.BytesDown = s.bytesDown.Load()
+	st.BytesUp += s.bytesUp.Load()
+	st.BytesDown += s.bytesDown.Load()
 	return st
 }
 

@@ -26,7 +26,7 @@ type session struct {
 	client       *client
 	service      string
 	started      time.Time
-	up, down     atomic.Int64 // bytes Control→Client and Client→Control
+	up, down     counter // bytes Control→Client and Client→Control
 
 	a, b     net.Conn // Control side, Client side
 	stopOnce sync.Once
@@ -262,6 +262,14 @@ func (s *Server) runSession(ctx context.Context, x *session, a, b *peerConn, rea
 		s.version.Add(1)
 	}()
 
+	if fromA == nil {
+		fromA = readerFor(a)
+	}
+	fromB := readerFor(b)
+	// The kernel's counts start before Ready: the peers send nothing
+	// after their hello until they read it, so every byte received from
+	// here on is the session's.
+	x.up.k, x.down.k = baseline(fromA), baseline(fromB)
 	ready := wire.Ready{SessionID: x.id}
 	sides := []net.Conn{a.conn}
 	if readyB {
@@ -281,11 +289,8 @@ func (s *Server) runSession(ctx context.Context, x *session, a, b *peerConn, rea
 		started.Operator = x.operator
 		s.emit(started)
 	}
-	if fromA == nil {
-		fromA = readerFor(a)
-	}
 	stop := context.AfterFunc(ctx, x.terminate)
-	s.splice(x, fromA, readerFor(b))
+	s.splice(x, fromA, fromB)
 	stop()
 	x.terminate()
 	if record {
@@ -398,12 +403,78 @@ const copyBufSize = 32 << 10
 
 var copyBufs = sync.Pool{New: func() any { b := make([]byte, copyBufSize); return &b }}
 
-// copyHalf copies src to dst, counting every write so the console's byte
-// counts are live even for a trickle of interactive bytes. The buffer is
-// pooled, so an idle session holds none while it waits in Read... except the
-// one it waits with; see docs/benchmarks.md for what this costs against
-// splice(2).
-func (s *Server) copyHalf(dst net.Conn, src io.Reader, n, total *atomic.Int64) error {
+// counter counts one direction of a session so that the console's counts
+// are live, even for a trickle of interactive bytes: by every write of the
+// copying loop, or, while the kernel splices the direction, from the
+// source socket's own count of bytes received (kernelCount).
+type counter struct {
+	n    atomic.Int64
+	live atomic.Pointer[kernelCount] // set while the kernel splices
+	k    *kernelCount                // the source's count, taken before Ready (baseline)
+}
+
+// baseline starts the kernel's count of what src receives, when src is a
+// bare TCP connection on a kernel that counts; nil otherwise.
+func baseline(src io.Reader) *kernelCount {
+	if c, ok := src.(*net.TCPConn); ok {
+		return newKernelCount(c)
+	}
+	return nil
+}
+
+// Load is the bytes copied so far.
+func (c *counter) Load() int64 {
+	if k := c.live.Load(); k != nil {
+		if v, ok := k.read(); ok {
+			return v
+		}
+	}
+	return c.n.Load()
+}
+
+// pending is what Load counts that the Server's totals do not have yet:
+// a splice adds its bytes to them when it ends.
+func (c *counter) pending() int64 {
+	if c.live.Load() == nil {
+		return 0
+	}
+	return c.Load()
+}
+
+// copyHalf copies src to dst. Between two bare TCP connections (plain
+// http, nothing buffered) it lets the kernel splice (io.Copy through
+// *net.TCPConn.ReadFrom, splice(2) on Linux): no copy through user space,
+// and the live count comes from TCP_INFO. Otherwise (TLS, a buffered
+// reader, a link of another node, a kernel without the byte counters) it
+// copies in a loop that counts every write; see docs/benchmarks.md for
+// what each costs.
+func (s *Server) copyHalf(dst net.Conn, src io.Reader, n *counter, total *atomic.Int64) error {
+	if d, ok := dst.(*net.TCPConn); ok {
+		if sc, ok := src.(*net.TCPConn); ok && n.k != nil {
+			return spliceHalf(d, sc, n, n.k, total)
+		}
+	}
+	return copyLoop(dst, src, n, total)
+}
+
+// spliceHalf is copyHalf for two TCP connections.
+func spliceHalf(dst, src *net.TCPConn, c *counter, k *kernelCount, total *atomic.Int64) error {
+	c.live.Store(k)
+	n, err := io.Copy(dst, src)
+	c.n.Store(n)
+	c.live.Store(nil)
+	total.Add(n)
+	if err != nil {
+		return err
+	}
+	_ = dst.CloseWrite()
+	return nil
+}
+
+// copyLoop is copyHalf through a pooled buffer, so an idle session holds
+// none while it waits in Read... except the one it waits with.
+func copyLoop(dst net.Conn, src io.Reader, c *counter, total *atomic.Int64) error {
+	n := &c.n
 	bp := copyBufs.Get().(*[]byte)
 	defer copyBufs.Put(bp)
 	buf := *bp
