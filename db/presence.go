@@ -3,6 +3,7 @@ package db
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -57,6 +58,23 @@ WHERE presence.connected_at <= EXCLUDED.connected_at`
 
 const deletePresence = "DELETE FROM presence WHERE name = $1 AND key_id = $2 AND conn_id = $3"
 
+// Lock order. Nodes write presence at once: one upserts the row of a
+// Client that just moved to it while the one it left deletes its stale
+// row, renews its own rows' heartbeat, or has them removed as lost. Each
+// statement that touches several rows locks them in (name, key_id) order,
+// as the primary key sorts, and batches are sorted the same way, so two
+// writers never wait on each other in a cycle (PostgreSQL reported
+// "deadlock detected" during fail-backs before). The trigger that removes
+// a lost node's rows does the same (migration 00012).
+const lockNodeRows = "SELECT name, key_id FROM presence WHERE node = $1 ORDER BY name, key_id FOR UPDATE"
+
+func comparePresenceKey(a, b Presence) int {
+	if c := strings.Compare(a.Name, b.Name); c != 0 {
+		return c
+	}
+	return strings.Compare(a.KeyID, b.KeyID)
+}
+
 // ApplyPresence applies ops in order, in one transaction. An upsert
 // replaces the row of its Client unless the row holds a newer connection
 // (a later ConnectedAt): the newest connection wins, whichever node writes
@@ -74,6 +92,10 @@ func (db *DB) ApplyPresence(ctx context.Context, ops []PresenceOp) error {
 	}
 	b := &pgx.Batch{}
 	b.Queue(notifySQL, Wake{Kind: WakePresence, Node: wakeNode(ops[0].P.Node)}.payload())
+	// Rows are locked in (name, key_id) order by every writer (see
+	// lockOrder); the sort is stable, so one Client's ops keep theirs.
+	ops = slices.Clone(ops)
+	slices.SortStableFunc(ops, func(a, b PresenceOp) int { return comparePresenceKey(a.P, b.P) })
 	for _, op := range ops {
 		p := op.P
 		if op.Delete {
@@ -98,7 +120,9 @@ func (db *DB) ApplyPresence(ctx context.Context, ops []PresenceOp) error {
 // HeartbeatPresence renews last_heartbeat of every row node holds, in one
 // statement, and returns how many it holds.
 func (db *DB) HeartbeatPresence(ctx context.Context, node string) (int64, error) {
-	tag, err := db.pool.Exec(ctx, "UPDATE presence SET last_heartbeat = now() WHERE node = $1", node)
+	tag, err := db.pool.Exec(ctx, `WITH mine AS (`+lockNodeRows+`)
+UPDATE presence p SET last_heartbeat = now() FROM mine
+WHERE p.name = mine.name AND p.key_id = mine.key_id AND p.node = $1`, node)
 	if err != nil {
 		return 0, fmt.Errorf("db: presence heartbeat of %s: %w", node, err)
 	}
@@ -111,7 +135,8 @@ func (db *DB) HeartbeatPresence(ctx context.Context, node string) (int64, error)
 // transaction, by a trigger (migration 00008).
 func (db *DB) DeleteNodePresence(ctx context.Context, node string) (int64, error) {
 	var n int64
-	err := db.pool.QueryRow(ctx, `WITH gone AS (DELETE FROM presence WHERE node = $1 RETURNING 1)
+	err := db.pool.QueryRow(ctx, `WITH mine AS (`+lockNodeRows+`),
+gone AS (DELETE FROM presence p USING mine WHERE p.name = mine.name AND p.key_id = mine.key_id AND p.node = $1 RETURNING 1)
 SELECT count(*), pg_notify('`+ClusterChannel+`', $2) FROM gone`, node, Wake{Kind: WakePresence, Node: wakeNode(node)}.payload()).Scan(&n, nil)
 	if err != nil {
 		return 0, fmt.Errorf("db: delete presence of %s: %w", node, err)
@@ -167,9 +192,13 @@ func (db *DB) ReplaceNodePresence(ctx context.Context, node string, ps []Presenc
 		ids = append(ids, p.ConnID)
 	}
 	err := pgx.BeginFunc(ctx, db.pool, func(tx pgx.Tx) error {
-		if _, err := tx.Exec(ctx, "DELETE FROM presence WHERE node = $1 AND NOT (conn_id = ANY($2))", node, ids); err != nil {
+		if _, err := tx.Exec(ctx, `WITH mine AS (`+lockNodeRows+`)
+DELETE FROM presence p USING mine WHERE p.name = mine.name AND p.key_id = mine.key_id AND p.node = $1
+	AND NOT (p.conn_id = ANY($2))`, node, ids); err != nil {
 			return err
 		}
+		ps = slices.Clone(ps)
+		slices.SortFunc(ps, comparePresenceKey)
 		b := &pgx.Batch{}
 		b.Queue(notifySQL, Wake{Kind: WakePresence, Node: wakeNode(node)}.payload())
 		for _, p := range ps {

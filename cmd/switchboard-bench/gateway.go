@@ -80,6 +80,17 @@ func (p *proc) Stop(grace time.Duration) error {
 	}
 }
 
+// Kill is kill -9: the child gets no chance to clean up. It waits for the
+// child to be gone.
+func (p *proc) Kill() error {
+	defer p.log.Close()
+	if err := p.cmd.Process.Kill(); err != nil {
+		return fmt.Errorf("kill %s: %w", p.name, err)
+	}
+	<-p.done
+	return nil
+}
+
 // gateway is one running `switchboard serve`.
 type gateway struct {
 	*proc
@@ -114,26 +125,37 @@ type gatewayOpts struct {
 	bin, key string
 	cmpi     int
 	cert     *benchCert // nil: plain HTTP
+	// dataDir and addr, when set, are the gateway's data dir and listen
+	// address (a restart reuses both); otherwise a fresh data dir under
+	// dir and a free loopback port.
+	dataDir, addr string
+	extra         []string // more serve flags
 }
 
-// startGateway runs a gateway with an embedded PostgreSQL in a fresh data
-// dir under dir and waits until /healthz answers.
+// startGateway runs a gateway and waits until /healthz answers: by default
+// with an embedded PostgreSQL in a fresh data dir under dir, or as o says
+// (o.extra may name a --database-url).
 func startGateway(ctx context.Context, dir, name string, o gatewayOpts) (*gateway, error) {
-	data, err := os.MkdirTemp(dir, name+"-data-")
-	if err != nil {
-		return nil, fmt.Errorf("%s data dir: %w", name, err)
+	data, addr := o.dataDir, o.addr
+	var err error
+	if data == "" {
+		if data, err = os.MkdirTemp(dir, name+"-data-"); err != nil {
+			return nil, fmt.Errorf("%s data dir: %w", name, err)
+		}
+		// As root the embedded PostgreSQL runs as the postgres user, which
+		// must be able to traverse the data dir.
+		if err := os.Chmod(data, 0o755); err != nil {
+			return nil, fmt.Errorf("%s data dir: %w", name, err)
+		}
 	}
-	// As root the embedded PostgreSQL runs as the postgres user, which must
-	// be able to traverse the data dir.
-	if err := os.Chmod(data, 0o755); err != nil {
-		return nil, fmt.Errorf("%s data dir: %w", name, err)
-	}
-	addr, err := freePort()
-	if err != nil {
-		return nil, err
+	if addr == "" {
+		if addr, err = freePort(); err != nil {
+			return nil, err
+		}
 	}
 	args := []string{"serve", "--listen", addr, "--data-dir", data, "--gateway-key", o.key,
 		"--cmpi", fmt.Sprint(o.cmpi), "--log-dir", filepath.Join(data, "logs")}
+	args = append(args, o.extra...)
 	g := &gateway{addr: addr}
 	if o.cert != nil {
 		args = append(args, "--tls-cert", o.cert.certFile, "--tls-key", o.cert.keyFile)

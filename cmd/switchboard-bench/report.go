@@ -26,12 +26,13 @@ const baseline = "forwarder"
 
 // report collects samples and renders them as a table or JSON.
 type report struct {
-	Machine machine         `json:"machine"`
-	Config  map[string]any  `json:"config"`
-	Paths   []*pathFigures  `json:"paths,omitempty"`
-	Targets []targetVerdict `json:"targets"`
-	Idle    *idleResult     `json:"idle,omitempty"`
-	streams int
+	Machine  machine         `json:"machine"`
+	Config   map[string]any  `json:"config"`
+	Paths    []*pathFigures  `json:"paths,omitempty"`
+	Targets  []targetVerdict `json:"targets"`
+	Idle     *idleResult     `json:"idle,omitempty"`
+	Failover *failoverResult `json:"failover,omitempty"`
+	streams  int
 }
 
 type machine struct {
@@ -66,6 +67,8 @@ func newReport(o options, nofile uint64) *report {
 			"rounds": o.rounds, "bulk_mib": o.bulkMB, "parallel_mib_per_stream": o.parallelMB, "streams": o.streams,
 			"pings": o.pings, "msg_size": o.msgSize, "sessions": o.sessions, "clients": o.clients,
 			"hb_every_s": o.hbEvery.Seconds(), "cpu_window_s": o.cpuWindow.Seconds(), "only": o.only,
+			"failover_clients": o.failover.clients, "failover_cycles": o.failover.cycles, "failover_sessions": o.failover.sessions,
+			"probe_interval_s": o.failover.probe.Seconds(), "cross_mib": o.failover.crossMB,
 		},
 		streams: o.streams,
 	}
@@ -128,6 +131,14 @@ func (r *report) judge() {
 			t.Note = fmt.Sprintf("measured at %d Clients", r.Idle.Clients)
 		}
 		add(t, false)
+	}
+	if f := r.Failover; f != nil && f.Failover.Max > 0 {
+		add(targetVerdict{Target: "every Client on the secondary within 5 s of kill -9 of the primary", Value: f.Failover.Max / 1000, Limit: 5, Unit: "s",
+			Note: fmt.Sprintf("%d Clients, worst of %d cycles", f.Clients, f.Cycles)}, false)
+		if f.Sessions > 0 {
+			add(targetVerdict{Target: "sessions cut by the fail-back = 0", Value: float64(f.SessionsLost), Limit: 0, Unit: "sessions",
+				Note: fmt.Sprintf("of %d", f.Sessions)}, false)
+		}
 	}
 }
 
@@ -200,6 +211,9 @@ func (r *report) writeTable(w io.Writer) {
 			fmt.Fprintf(w, "  WARNING: %d heartbeats found their connection dropped\n", i.Dropped)
 		}
 	}
+	if f := r.Failover; f != nil {
+		writeFailover(w, f)
+	}
 	if len(r.Targets) > 0 {
 		fmt.Fprintln(w, "\ntargets")
 		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
@@ -216,6 +230,111 @@ func (r *report) writeTable(w io.Writer) {
 		}
 		tw.Flush()
 	}
+}
+
+func writeFailover(w io.Writer, f *failoverResult) {
+	fmt.Fprintf(w, "\nfailover: %d Clients with a primary and a secondary (plain HTTP, one PostgreSQL, probe every %.1f s), %d kill -9/restart cycles\n",
+		f.Clients, f.ProbeIntervalMs/1000, f.Cycles)
+	fmt.Fprintf(w, "  all on the primary %.1f s after starting; secondary /readyz %q; its browse listed all on %s %s\n",
+		f.RegisterSeconds, f.StartState, primaryNode, presenceText(f.StartPresenceMs))
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "per Client, every cycle, ms\tp50\tp95\tmax\tmissing\t")
+	fmt.Fprintf(tw, "kill -9 of the primary → on the secondary\t%.0f\t%.0f\t%.0f\t%d\t\n", f.Failover.P50, f.Failover.P95, f.Failover.Max, f.Failover.Missing)
+	fmt.Fprintf(tw, "primary restarted → back on the primary\t%.0f\t%.0f\t%.0f\t%d\t\n", f.Failback.P50, f.Failback.P95, f.Failback.Max, f.Failback.Missing)
+	tw.Flush()
+	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "cycle\tall on secondary ms\tlisted +ms\tsecondary is\trestarted primary up ms\tall back ms\tlisted +ms\tsecondary is\tsessions lost\tMiB each way\t")
+	for i, c := range f.PerCycle {
+		fmt.Fprintf(tw, "%d\t%.0f\t%s\t%s\t%.0f\t%.0f\t%s\t%s\t%d of %d\t%.1f\t\n", i+1,
+			c.FailoverMaxMs, listedMs(c.PresenceSecondaryMs), strings.TrimPrefix(c.StateOnSecondary, "ready: "),
+			c.PrimaryStartMs, c.FailbackMaxMs, listedMs(c.PresencePrimaryMs), strings.TrimPrefix(c.StateAfter, "ready: "),
+			c.SessionsLost, c.Sessions, c.SessionMiB)
+	}
+	tw.Flush()
+	fmt.Fprintf(w, "  all on secondary: from kill -9; up: /healthz answers; all back: from the restart, start-up included;\n")
+	fmt.Fprintf(w, "  listed: a browse through the secondary lists every Client on the node the agents report, ms after them; secondary is: its /readyz\n")
+	fmt.Fprintf(w, "  sessions through the secondary across the fail-backs, checked byte for byte: %d of %d lost\n", f.SessionsLost, f.Sessions)
+	for _, e := range f.SessionFailures {
+		fmt.Fprintf(w, "    %s\n", e)
+	}
+	if len(f.LogNotes) > 0 {
+		fmt.Fprintln(w, "  the gateways' logs warned (counted by message):")
+		for _, n := range f.LogNotes {
+			fmt.Fprintf(w, "    %s\n", n)
+		}
+	}
+	c := f.Cross
+	if c == nil || len(c.Paths) == 0 {
+		return
+	}
+	fmt.Fprintf(w, "\ncross-node sessions: Control on %s (A), Clients on %s (B), against a same-node one (median of rounds)\n", primaryNode, secondaryNode)
+	same := c.Paths[0]
+	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	head := "\t"
+	for _, p := range c.Paths {
+		if p.Error == "" {
+			head += p.Name + "\t"
+			if p != same {
+				head += "×same\t"
+			}
+		}
+	}
+	fmt.Fprintln(tw, head)
+	row := func(label string, v func(*crossPath) float64, added bool) {
+		line := label + "\t"
+		for _, p := range c.Paths {
+			if p.Error != "" {
+				continue
+			}
+			switch {
+			case added && p == same:
+				line += "\t"
+			case added:
+				line += fmt.Sprintf("%+.0f\t\t", v(p)-v(same))
+			default:
+				line += fmt.Sprintf("%.0f\t", v(p))
+				if p != same {
+					line += fmt.Sprintf("%.2f\t", v(p)/v(same))
+				}
+			}
+		}
+		fmt.Fprintln(tw, line)
+	}
+	if same.Error == "" {
+		row(fmt.Sprintf("bulk 1 stream MB/s (%d MiB)", c.BulkMiB), func(p *crossPath) float64 { return p.MBs }, false)
+		row("ping-pong 1 B p50 µs", func(p *crossPath) float64 { return p.PingP50 }, false)
+		row("ping-pong 1 B p99 µs", func(p *crossPath) float64 { return p.PingP99 }, false)
+		row("added p50 µs", func(p *crossPath) float64 { return p.PingP50 }, true)
+	}
+	tw.Flush()
+	for _, p := range c.Paths {
+		if p.Error != "" {
+			fmt.Fprintf(w, "  %s: FAILED: %s\n", p.Name, p.Error)
+		} else {
+			proof := ""
+			switch p.Name {
+			case pathCrossNode:
+				proof = fmt.Sprintf("; its Client dialled A %d times for %d sessions", p.DialsToA, p.Sessions)
+			case pathCrossRelayed:
+				proof = fmt.Sprintf("; its Client was refused A %d times for %d sessions", p.DialsToA, p.Sessions)
+			}
+			fmt.Fprintf(w, "  %s: %s%s\n", p.Name, p.Hops, proof)
+		}
+	}
+}
+
+func presenceText(ms float64) string {
+	if ms < 0 {
+		return "NOT within the wait"
+	}
+	return fmt.Sprintf("%.0f ms after the agents", ms)
+}
+
+func listedMs(ms float64) string {
+	if ms < 0 {
+		return "never"
+	}
+	return fmt.Sprintf("%.0f", ms)
 }
 
 func cpuModel() string {

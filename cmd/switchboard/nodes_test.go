@@ -4,8 +4,6 @@ import (
 	"context"
 	"io"
 	"net/http"
-	"net/http/cookiejar"
-	"net/url"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -14,7 +12,6 @@ import (
 	"time"
 
 	"github.com/switchboard/switchboard/db"
-	"github.com/switchboard/switchboard/internal/auth/password"
 	"github.com/switchboard/switchboard/internal/pg/pgtest"
 )
 
@@ -31,7 +28,7 @@ func TestTwoNodesOnOneDatabase(t *testing.T) {
 	waitHTTP(t, "http://"+addrA+"/readyz")
 	// Every node of a cluster needs the same secrets key.
 	keyFile := filepath.Join(dirA, "secrets.key")
-	b, outB := startProcess(t, nil, "serve", "--listen", addrB, "--database-url", dbURL, "--data-dir", dirB,
+	b, _ := startProcess(t, nil, "serve", "--listen", addrB, "--database-url", dbURL, "--data-dir", dirB,
 		"--secrets-key-file", keyFile, "--node", "node-b", "--role", "secondary", "--no-tls",
 		"--advertise", "http://node-b.example:3085")
 	waitHTTP(t, "http://"+addrB+"/readyz")
@@ -60,20 +57,7 @@ func TestTwoNodesOnOneDatabase(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer st.Close()
-	hash, err := password.Hash("admin password 123")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := st.AddOperator(ctx, db.Operator{Name: "root", PasswordHash: hash, Role: db.RoleAdmin}); err != nil {
-		t.Fatal(err)
-	}
-	jar, _ := cookiejar.New(nil)
-	admin := &http.Client{Jar: jar, Timeout: 10 * time.Second}
-	resp, err := admin.PostForm("http://"+addrB+"/console/signin", url.Values{"name": {"root"}, "password": {"admin password 123"}})
-	if err != nil {
-		t.Fatalf("%v\nnode-b:\n%s", err, outB)
-	}
-	resp.Body.Close()
+	admin := adminClient(t, dbURL, "http://"+addrB)
 	page := nodesGet(t, admin, "http://"+addrB+"/console/config/servers")
 	for _, want := range []string{
 		`<tr data-node="node-a" data-state="active">`, "http://" + addrA, "<td>primary</td>",
