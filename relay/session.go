@@ -416,10 +416,31 @@ type counter struct {
 // baseline starts the kernel's count of what src receives, when src is a
 // bare TCP connection on a kernel that counts; nil otherwise.
 func baseline(src io.Reader) *kernelCount {
-	if c, ok := src.(*net.TCPConn); ok {
+	if c := bareTCP(src); c != nil {
 		return newKernelCount(c)
 	}
 	return nil
+}
+
+// bareConn is a connection wrapped for its first bytes only (the
+// listener's TLS-or-plain sniffing): Bare is the connection underneath
+// once those are read.
+type bareConn interface {
+	Bare() (net.Conn, bool)
+}
+
+// bareTCP is the *net.TCPConn that x is, or wraps with nothing left to
+// replay; nil for anything else (TLS, a buffered reader).
+func bareTCP(x any) *net.TCPConn {
+	if b, ok := x.(bareConn); ok {
+		c, ok := b.Bare()
+		if !ok {
+			return nil
+		}
+		x = c
+	}
+	c, _ := x.(*net.TCPConn)
+	return c
 }
 
 // Load is the bytes copied so far.
@@ -449,10 +470,8 @@ func (c *counter) pending() int64 {
 // copies in a loop that counts every write; see docs/benchmarks.md for
 // what each costs.
 func (s *Server) copyHalf(dst net.Conn, src io.Reader, n *counter, total *atomic.Int64) error {
-	if d, ok := dst.(*net.TCPConn); ok {
-		if sc, ok := src.(*net.TCPConn); ok && n.k != nil {
-			return spliceHalf(d, sc, n, n.k, total)
-		}
+	if d, sc := bareTCP(dst), bareTCP(src); d != nil && sc != nil && n.k != nil {
+		return spliceHalf(d, sc, n, n.k, total)
 	}
 	return copyLoop(dst, src, n, total)
 }

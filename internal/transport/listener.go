@@ -155,6 +155,16 @@ func (p *peekedConn) Read(b []byte) (int, error) {
 	return p.Conn.Read(b)
 }
 
+// Bare is the connection underneath once the peeked bytes have been
+// read, so that a relay can splice it (splice(2) needs the *net.TCPConn);
+// false while some are left. Call it from the goroutine that reads.
+func (p *peekedConn) Bare() (net.Conn, bool) {
+	if p.r != nil && p.r.Buffered() > 0 {
+		return nil, false
+	}
+	return p.Conn, true
+}
+
 // CloseWrite passes a half-close on to the TCP connection.
 func (p *peekedConn) CloseWrite() error {
 	if cw, ok := p.Conn.(interface{ CloseWrite() error }); ok {
