@@ -3,18 +3,9 @@ package signin
 import (
 	"context"
 	"errors"
-	"fmt"
-	"io"
-	"net"
-	"net/url"
-	"os"
-	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
-
-	"github.com/jackc/pgx/v5"
 
 	"github.com/switchboard/switchboard/db"
 	"github.com/switchboard/switchboard/internal/auth/password"
@@ -23,118 +14,10 @@ import (
 	"github.com/switchboard/switchboard/relay/wire"
 )
 
-// pgProxy stands between a store and a real PostgreSQL: cut, the
-// database is unreachable (connections broken, new ones refused), as in
-// an outage; restored, it answers again.
-type pgProxy struct {
-	t              *testing.T
-	network        string
-	listen, target string
-
-	mu    sync.Mutex
-	ln    net.Listener
-	conns map[net.Conn]struct{}
-}
-
-// newPGProxy returns a proxy in front of the database at dbURL (a URL as
-// pgtest gives), started, and the URL that goes through it.
-func newPGProxy(t *testing.T, dbURL string) (*pgProxy, string) {
-	t.Helper()
-	cfg, err := pgx.ParseConfig(dbURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	u, err := url.Parse(dbURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &pgProxy{t: t, conns: map[net.Conn]struct{}{}}
-	if strings.HasPrefix(cfg.Host, "/") {
-		// A socket directory: ours must be short (sun_path).
-		dir, err := os.MkdirTemp("", "sbpx")
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { os.RemoveAll(dir) })
-		name := fmt.Sprintf(".s.PGSQL.%d", cfg.Port)
-		p.network, p.target, p.listen = "unix", filepath.Join(cfg.Host, name), filepath.Join(dir, name)
-		q := u.Query()
-		q.Set("host", dir)
-		u.RawQuery = q.Encode()
-	} else {
-		p.network, p.target, p.listen = "tcp", net.JoinHostPort(cfg.Host, fmt.Sprint(cfg.Port)), "127.0.0.1:0"
-	}
-	p.restore()
-	if p.network == "tcp" {
-		p.listen = p.ln.Addr().String()
-		u.Host = p.listen
-	}
-	t.Cleanup(p.cut)
-	return p, u.String()
-}
-
-// restore lets connections through again.
-func (p *pgProxy) restore() {
-	p.t.Helper()
-	if p.network == "unix" {
-		os.Remove(p.listen)
-	}
-	ln, err := net.Listen(p.network, p.listen)
-	if err != nil {
-		p.t.Fatal(err)
-	}
-	p.mu.Lock()
-	p.ln = ln
-	p.mu.Unlock()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go p.serve(c)
-		}
-	}()
-}
-
-func (p *pgProxy) serve(c net.Conn) {
-	s, err := net.Dial(p.network, p.target)
-	if err != nil {
-		c.Close()
-		return
-	}
-	p.mu.Lock()
-	if p.ln == nil {
-		p.mu.Unlock()
-		c.Close()
-		s.Close()
-		return
-	}
-	p.conns[c], p.conns[s] = struct{}{}, struct{}{}
-	p.mu.Unlock()
-	go func() { _, _ = io.Copy(s, c); s.Close() }()
-	_, _ = io.Copy(c, s)
-	c.Close()
-}
-
-// cut breaks every connection and refuses new ones.
-func (p *pgProxy) cut() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.ln != nil {
-		p.ln.Close()
-		p.ln = nil
-	}
-	for c := range p.conns {
-		c.Close()
-		delete(p.conns, c)
-	}
-}
-
 // outageSetup is a store behind a proxy.
-func outageSetup(t *testing.T) (*pgProxy, *db.DB) {
+func outageSetup(t *testing.T) (*pgtest.Proxy, *db.DB) {
 	t.Helper()
-	proxy, u := newPGProxy(t, pgtest.MustURL(t))
+	proxy, u := pgtest.NewProxy(t, pgtest.MustURL(t))
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	store, err := db.Open(ctx, u, nil)
@@ -231,7 +114,7 @@ func TestOutageKeptSignins(t *testing.T) {
 	}
 	time.Sleep(400 * time.Millisecond) // a few refreshes
 
-	proxy.cut()
+	proxy.Cut()
 	token := func(name, control, tok string) (relay.AuthResult, error) {
 		return s.Authenticate(ctx, relay.AuthRequest{Role: wire.RoleConnect, Control: control, Target: "pc/ssh",
 			Operator: name, Token: tok, PublicIP: "192.0.2.1"}, silentChannel{t})
@@ -288,7 +171,7 @@ func TestOutageKeptSignins(t *testing.T) {
 		t.Errorf("no operator during the outage: %v", err)
 	}
 
-	proxy.restore()
+	proxy.Restore()
 	eventually(t, "a password sign-in once the database is back", func() error {
 		_, err := s.Authenticate(ctx, relay.AuthRequest{Role: wire.RoleBrowse, Control: "ctl-e", Operator: "erin",
 			Password: "right password", PublicIP: "192.0.2.1"}, silentChannel{t})
@@ -321,7 +204,7 @@ func TestOutageRequire2FA(t *testing.T) {
 		t.Fatal(err)
 	}
 	time.Sleep(400 * time.Millisecond)
-	proxy.cut()
+	proxy.Cut()
 	req := relay.AuthRequest{Role: wire.RoleBrowse, Control: "ctl", Operator: "erin", Token: res.Token, PublicIP: "192.0.2.1"}
 	if _, err := s.Authenticate(ctx, req, silentChannel{t}); codeOf(err) != wire.CodeTokenInvalid {
 		t.Errorf("a sign-in without 2FA once 2FA is required: %v", err)
@@ -333,7 +216,7 @@ func TestOutageRequire2FA(t *testing.T) {
 func TestOutageNoOperators(t *testing.T) {
 	proxy, store := outageSetup(t)
 	s := startService(t, store)
-	proxy.cut()
+	proxy.Cut()
 	res, err := s.Authenticate(context.Background(), relay.AuthRequest{Role: wire.RoleBrowse, Control: "ctl", PublicIP: "192.0.2.1"}, silentChannel{t})
 	if err != nil || res.Operator != "" {
 		t.Fatalf("a Control by key alone during the outage: %+v %v", res, err)
@@ -355,7 +238,7 @@ func TestTokenIssuedJustBeforeOutage(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	proxy.cut()
+	proxy.Cut()
 	got, err := s.Authenticate(ctx, relay.AuthRequest{Role: wire.RoleBrowse, Control: "ctl", Operator: "erin",
 		Token: res.Token, PublicIP: "192.0.2.1"}, silentChannel{t})
 	if err != nil || got.Operator != "erin" {
