@@ -184,11 +184,18 @@ func (db *DB) SigninStepPassed(ctx context.Context, id int64, address string) er
 }
 
 // SigninCompleted records a successful sign-in from address: the pair's
-// attempts are cleared, and the address is known for the operator (exempt
-// from the operator-wide delay) for knownFor. Addresses not used for
+// attempts are cleared, the operator's last sign-in is noted, and the
+// address is known for the operator (exempt from the operator-wide delay)
+// for knownFor. Addresses not used for
 // longer are forgotten.
 func (db *DB) SigninCompleted(ctx context.Context, id int64, address string, knownFor time.Duration) error {
 	err := pgx.BeginFunc(ctx, db.pool, func(tx pgx.Tx) error {
+		// The operator's row first, as BeginSignin locks them: the
+		// other order could deadlock with a sign-in in parallel.
+		if _, err := tx.Exec(ctx, `UPDATE operators SET last_signin_at = clock_timestamp(), last_signin_address = $2
+			WHERE id = $1`, id, address); err != nil {
+			return err
+		}
 		if _, err := tx.Exec(ctx, "DELETE FROM signin_throttle WHERE operator_id = $1 AND address = $2", id, address); err != nil {
 			return err
 		}
@@ -263,8 +270,9 @@ func (db *DB) UseTOTPStep(ctx context.Context, id, step int64) (bool, error) {
 }
 
 // SetTOTP enrols (or, with an empty secret, removes) the operator's TOTP
-// secret, sealed with the secrets key. Enrolling makes TOTP the operator's
-// factor when none was chosen; removing it drops TOTP as the factor.
+// secret, sealed with the secrets key, and deletes the operator's recovery
+// codes. Enrolling makes TOTP the operator's factor when none was chosen;
+// removing it drops TOTP as the factor.
 func (db *DB) SetTOTP(ctx context.Context, name, secret string) error {
 	stored, err := db.seal(secret, totpAD(name))
 	if err != nil {
@@ -284,6 +292,12 @@ func (db *DB) SetTOTP(ctx context.Context, name, secret string) error {
 	if tag.RowsAffected() > 0 {
 		if err := db.RevokeOperatorTokens(ctx, name); err != nil {
 			return err
+		}
+		// Recovery codes belong to the app they were made with: a new
+		// enrolment makes its own, a removed one leaves none.
+		if _, err := db.pool.Exec(ctx, `DELETE FROM operator_recovery_codes
+			WHERE operator_id = (SELECT id FROM operators WHERE name = $1)`, name); err != nil {
+			return fmt.Errorf("db: set TOTP for %s: %w", name, err)
 		}
 	}
 	if tag.RowsAffected() == 0 {

@@ -98,6 +98,8 @@ const sessionOperator = "operator"
 func (c *Console) routes() http.Handler {
 	r := chi.NewRouter()
 	r.Use(c.requireHTTPS, securityHeaders)
+	r.NotFound(c.Sessions.LoadAndSave(c.noRoute(http.StatusNotFound, "There is no such page on this console. It may have moved, or the address was typed wrong.")).ServeHTTP)
+	r.MethodNotAllowed(c.Sessions.LoadAndSave(c.noRoute(http.StatusMethodNotAllowed, "This address does not take that kind of request. Open it from the console's own pages.")).ServeHTTP)
 	// Live streams of the admin pages, outside LoadAndSave: requireLive
 	// reads the session from the store and never writes it back, so an
 	// open stream is no activity (see console_live.go).
@@ -106,6 +108,8 @@ func (c *Console) routes() http.Handler {
 		r.Get("/clients/stream", c.clientsStream)
 		r.Get("/sessions/stream", c.sessionsStream)
 		r.Get("/events/stream", c.eventsStream)
+		r.Get("/dashboard/stream", c.dashboardStream)
+		r.Get("/clients/{name}/stream", c.clientStream)
 	})
 	r.Group(func(r chi.Router) {
 		r.Use(c.Sessions.LoadAndSave)
@@ -129,11 +133,13 @@ func (c *Console) sessionRoutes(r chi.Router) {
 	// Any signed-in operator: their own account.
 	r.Group(func(r chi.Router) {
 		r.Use(c.requireOperator(false))
-		r.Get("/", c.home)
+		r.Get("/", c.dashboardHome)
 		r.Get("/account", c.accountPage)
 		r.Post("/account/totp/start", c.startTOTP)
 		r.Get("/account/totp/qr.png", c.totpQR)
 		r.Post("/account/totp/confirm", c.confirmTOTP)
+		r.Post("/account/password", c.changePassword)
+		r.Post("/account/recovery-codes", c.newRecoveryCodes)
 	})
 	// Signed-in admins.
 	r.Group(func(r chi.Router) {
@@ -141,6 +147,10 @@ func (c *Console) sessionRoutes(r chi.Router) {
 		r.Get("/clients", c.clientsPage)
 		r.Get("/sessions", c.sessionsPage)
 		r.Post("/sessions/{id}/terminate", c.terminateSession)
+		r.Get("/dashboard", c.dashboardPage)
+		r.Get("/clients/{name}", c.clientPage)
+		r.Post("/clients/{name}/disconnect", c.disconnectClient)
+		r.Post("/clients/{name}/forget", c.forgetClient)
 		r.Get("/events", c.eventsPage)
 		r.Get("/config", http.RedirectHandler("/console/config/general", http.StatusSeeOther).ServeHTTP)
 		r.Get("/config/{tab}", c.configPage)
@@ -156,6 +166,9 @@ func (c *Console) sessionRoutes(r chi.Router) {
 		r.Post("/config/keys/{id}/label", c.labelKey)
 		r.Post("/config/operators/add", c.addOperator)
 		r.Post("/config/operators/{name}", c.updateOperator)
+		r.Post("/config/operators/{name}/disable", c.setOperatorDisabled(true))
+		r.Post("/config/operators/{name}/enable", c.setOperatorDisabled(false))
+		r.Post("/config/operators/{name}/delete", c.deleteOperator)
 		r.Post("/config/2fa", c.save2FA)
 		r.Post("/config/2fa/tokens/{id}/revoke", c.revokeToken)
 	})
@@ -198,11 +211,17 @@ func (c *Console) requireOperator(admin bool) func(http.Handler) http.Handler {
 			name := c.Sessions.GetString(r.Context(), sessionOperator)
 			if name != "" {
 				op, err := c.Store.Operator(r.Context(), name)
+				if err == nil && c.stalePassword(r.Context(), op) {
+					// The password changed since this session signed in.
+					op.Disabled = true
+				}
 				switch {
 				case err == nil && !op.Disabled && (op.IsAdmin() || !admin):
 					next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), ctxKey{}, op)))
 					return
 				case err == nil && !op.Disabled:
+					// In the frame, which shows such an operator their Account.
+					r = r.WithContext(context.WithValue(r.Context(), ctxKey{}, op))
 					c.fail(w, r, &Error{Status: http.StatusForbidden,
 						Message: "Your operator account can run Controls but not administer this gateway. Your Account page is at /console/account."})
 					return
@@ -210,7 +229,7 @@ func (c *Console) requireOperator(admin bool) func(http.Handler) http.Handler {
 					c.fail(w, r, err)
 					return
 				}
-				// Removed or disabled: end the session.
+				// Removed, disabled or its password changed: end the session.
 				_ = c.Sessions.Destroy(r.Context())
 			}
 			next := "/console/signin?next=" + url.QueryEscape(r.URL.RequestURI())
@@ -222,15 +241,6 @@ func (c *Console) requireOperator(admin bool) func(http.Handler) http.Handler {
 			http.Redirect(w, r, next, http.StatusSeeOther)
 		})
 	}
-}
-
-// home sends admins to the Clients and other operators to their account.
-func (c *Console) home(w http.ResponseWriter, r *http.Request) {
-	to := "/console/account"
-	if operatorOf(r).IsAdmin() {
-		to = "/console/clients"
-	}
-	http.Redirect(w, r, to, http.StatusSeeOther)
 }
 
 func operatorOf(r *http.Request) db.Operator {
@@ -248,9 +258,24 @@ func (e *Error) Error() string { return e.Message }
 
 func badRequest(msg string) error { return &Error{Status: http.StatusBadRequest, Message: msg} }
 
-// fail answers with err's safe message, or "Internal error." after logging
-// what really happened.
-func (c *Console) fail(w http.ResponseWriter, r *http.Request, err error) {
+// Error is the console's one error path; every handler that fails ends
+// with it (c.Error(w, r, err); return). An *Error's Status and Message are
+// shown as they are; any other error is logged with the request and shown
+// as "Internal error." with status 500, so no internal detail reaches a
+// browser. What the browser gets depends on who asked:
+//
+//   - an htmx action (HX-Request, not a boosted link or form, which
+//     shows whole pages) gets web.ErrorFragment with the status;
+//     static/live.js swaps it into the action's hx-target, in place of an
+//     earlier success message (or into the page's shell-flash when the
+//     target is the whole page), so give an action a target that is a
+//     message area, as Terminate's #sessions-flash is;
+//   - any other request gets a whole page (web.ErrorPage) with the status:
+//     inside the console's frame for a signed-in operator, alone otherwise.
+//
+// It must be called before anything of the response is written: a live
+// stream that has started cannot change its status any more.
+func (c *Console) Error(w http.ResponseWriter, r *http.Request, err error) {
 	status, msg := http.StatusInternalServerError, "Internal error."
 	var e *Error
 	if errors.As(err, &e) {
@@ -260,23 +285,77 @@ func (c *Console) fail(w http.ResponseWriter, r *http.Request, err error) {
 	}
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
 	w.WriteHeader(status)
-	if r.Header.Get("HX-Request") != "" {
+	if fragment(r) {
 		_ = web.ErrorFragment(msg).Render(r.Context(), w)
 		return
 	}
-	_ = web.ErrorFragment(msg).Render(r.Context(), w)
+	if err := web.ErrorPage(c.layout(r, statusTitle(status), "", ""), status, msg).Render(r.Context(), w); err != nil {
+		c.Logger.Warn("render error page", "path", r.URL.Path, "err", err)
+	}
+}
+
+// fragment reports whether r is an htmx action that swaps a part of the
+// page; a boosted link or form (HX-Boosted) swaps in whole pages.
+func fragment(r *http.Request) bool {
+	return r.Header.Get("HX-Request") != "" && r.Header.Get("HX-Boosted") == ""
+}
+
+// fail is Error, under the name the handlers were written with.
+func (c *Console) fail(w http.ResponseWriter, r *http.Request, err error) { c.Error(w, r, err) }
+
+// statusTitle is an error page's heading.
+func statusTitle(status int) string {
+	switch status {
+	case http.StatusNotFound:
+		return "Not found"
+	case http.StatusForbidden:
+		return "Not allowed"
+	case http.StatusBadRequest, http.StatusMethodNotAllowed:
+		return "Cannot do that"
+	case http.StatusInternalServerError:
+		return "Something went wrong"
+	}
+	if t := http.StatusText(status); t != "" {
+		return t
+	}
+	return "Error"
+}
+
+// noRoute answers console URLs that match no route (or not with this
+// method). It looks the session up, without requiring one, so a signed-in
+// operator gets the page in the console's frame and anyone else the bare
+// one (which says nothing about which pages exist).
+func (c *Console) noRoute(status int, msg string) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if name := c.Sessions.GetString(r.Context(), sessionOperator); name != "" {
+			if op, err := c.Store.Operator(r.Context(), name); err == nil && !op.Disabled {
+				r = r.WithContext(context.WithValue(r.Context(), ctxKey{}, op))
+			}
+		}
+		c.Error(w, r, &Error{Status: status, Message: msg})
+	})
 }
 
 // page renders a full console page.
 func (c *Console) page(w http.ResponseWriter, r *http.Request, title, active, stream string, content templ.Component) {
-	l := web.Layout{
-		Title: title, Active: active, Operator: operatorOf(r).Name, Admin: operatorOf(r).IsAdmin(), Stream: stream,
-		ClientCount: c.Relay.Stats().Clients, Asset: c.Asset,
-	}
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
-	if err := web.Page(l, content).Render(r.Context(), w); err != nil {
+	if err := web.Page(c.layout(r, title, active, stream), content).Render(r.Context(), w); err != nil {
 		c.Logger.Warn("render page", "path", r.URL.Path, "err", err)
 	}
+}
+
+// layout is what the console's frame shows around a page for r's operator
+// (none: r did not pass requireOperator).
+func (c *Console) layout(r *http.Request, title, active, stream string) web.Layout {
+	op := operatorOf(r)
+	l := web.Layout{
+		Title: title, Active: active, Operator: op.Name, Admin: op.IsAdmin(), Stream: stream,
+		Asset: c.Asset, TimeZone: web.ZoneLabel(c.now().Local()),
+	}
+	if l.Admin {
+		l.ClientCount = c.Relay.Stats().Clients
+	}
+	return l
 }
 
 func (c *Console) now() time.Time {

@@ -87,7 +87,7 @@ func clientsView(all []relay.ClientInfo, q clientsQuery, now time.Time) web.Clie
 	for _, c := range matched[min((page-1)*clientsPerPage, len(matched)):min(page*clientsPerPage, len(matched))] {
 		rows = append(rows, web.ClientRow{
 			Name: c.Name, Node: c.Node, RealIP: c.RealIP, PublicIP: c.PublicIP, KeyLabel: keyLabel(c), OS: c.OS, Version: c.Version,
-			Services: c.Services, Since: c.ConnectedSince, LastHeartbeat: c.LastHeartbeat,
+			Services: c.Services, Since: c.ConnectedSince, LastHeartbeat: c.LastHeartbeat, KeyID: c.KeyID,
 		})
 	}
 	return web.ClientsView{
@@ -151,6 +151,12 @@ func (c *Console) clientsPage(w http.ResponseWriter, r *http.Request) {
 	all, note := c.allClients(r.Context())
 	v := clientsView(all, q, c.now())
 	v.Note = note
+	if ks, ok := c.Store.(KnownClients); ok {
+		if _, err := ks.PruneKnownClients(r.Context()); err != nil {
+			c.Logger.Warn("console: cannot prune the known Clients", "err", err)
+		}
+	}
+	c.addOffline(r.Context(), &v, q)
 	q.page = v.Page
 	c.page(w, r, "Clients", "clients", "/console/clients/stream?"+q.encode(), web.ClientsPage(v))
 }
@@ -161,27 +167,43 @@ func (c *Console) clientsPage(w http.ResponseWriter, r *http.Request) {
 // read again every clusterRefresh.
 func (c *Console) clientsStream(w http.ResponseWriter, r *http.Request) {
 	q := parseClientsQuery(r.URL.Query())
-	seen := c.Relay.Version()
+	seen, forgotten := c.Relay.Version(), knownChanged.Load()
 	last := time.Now()
+	var offline web.ClientsView // the offline list last read, and when
+	var lastOffline time.Time
 	refresh := 5 * time.Second
 	if _, ok := c.Relay.(clusterRelay); ok {
 		refresh = clusterRefresh
 	}
 	c.stream(w, r, func(ctx context.Context) ([]sseEvent, error) {
-		v := c.Relay.Version()
-		if v == seen && time.Since(last) < refresh {
+		v, k := c.Relay.Version(), knownChanged.Load()
+		if v == seen && k == forgotten && time.Since(last) < refresh {
 			return nil, nil
 		}
-		seen, last = v, time.Now()
+		// The offline list is a database query of its own: at most every
+		// offlineRefresh, however often Clients come and go, unless one
+		// was forgotten.
+		offlineDue := k != forgotten || time.Since(lastOffline) >= offlineRefresh
+		seen, forgotten, last = v, k, time.Now()
 		all, note := c.allClients(ctx)
 		view := clientsView(all, q, c.now())
 		view.Note = note
+		if offlineDue {
+			c.addOffline(ctx, &view, q)
+			offline, lastOffline = view, time.Now()
+		} else {
+			view.Offline, view.OfflineTotal, view.OfflineError = offline.Offline, offline.OfflineTotal, offline.OfflineError
+		}
 		return []sseEvent{
-			{"clients", web.ClientsTable(view)},
-			{"count", web.Count(len(all))},
+			{name: "clients", content: web.ClientsTable(view)},
+			{name: "count", content: web.Count(len(all))},
 		}, nil
 	})
 }
+
+// offlineRefresh is how often an open Clients page reads its offline
+// Clients again.
+const offlineRefresh = 5 * time.Second
 
 // clusterRefresh is how often an open Clients page of a cluster node
 // reads the other nodes' Clients again.

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/a-h/templ"
 	"github.com/go-chi/chi/v5"
 
 	"github.com/switchboard/switchboard/db"
@@ -24,6 +25,7 @@ var configTabs = []string{"general", "keys", "operators", "2fa", "servers", "lic
 
 const (
 	flashOK    = "flash"
+	flashWarn  = "flash_warn" // saved, but it cannot work yet
 	flashError = "flash_error"
 )
 
@@ -34,13 +36,24 @@ func (c *Console) configPage(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ctx := r.Context()
-	cfg, err := c.Config.Config(ctx)
+	v, err := c.configView(r, tab)
 	if err != nil {
 		c.fail(w, r, err)
 		return
 	}
+	v.Flash, v.Warning, v.Error = c.Sessions.PopString(ctx, flashOK), c.Sessions.PopString(ctx, flashWarn), c.Sessions.PopString(ctx, flashError)
+	c.page(w, r, "Configuration", "config", "", web.ConfigPage(v))
+}
+
+// configView reads what tab shows from the stored configuration.
+func (c *Console) configView(r *http.Request, tab string) (web.ConfigView, error) {
+	ctx := r.Context()
+	cfg, err := c.Config.Config(ctx)
+	if err != nil {
+		return web.ConfigView{}, err
+	}
 	v := web.ConfigView{
-		Tab: tab, Flash: c.Sessions.PopString(ctx, flashOK), Error: c.Sessions.PopString(ctx, flashError),
+		Tab:    tab,
 		Listen: strings.Join(cfg.Listen, "\n"), CMPISeconds: int(cfg.CMPI / time.Second), LogDir: cfg.LogDir,
 		LogMaxKB: cfg.LogMaxKB, ServerRole: cfg.ServerRole, Roles: config.Roles, Peers: strings.Join(cfg.PeerGateways, "\n"),
 		MaxClients: cfg.MaxClients, ClientsInUse: c.Relay.Stats().Clients, Self: operatorOf(r).Name,
@@ -54,39 +67,132 @@ func (c *Console) configPage(w http.ResponseWriter, r *http.Request) {
 	case "keys":
 		keys, err := c.Store.Keys(ctx)
 		if err != nil {
-			c.fail(w, r, err)
-			return
+			return web.ConfigView{}, err
 		}
+		// The whole cluster's Clients: removing a key disconnects them all.
+		clients, _ := c.allClients(ctx)
 		inUse := map[string]int{}
-		for _, cl := range c.Relay.Clients() {
+		for _, cl := range clients {
 			inUse[cl.KeyID]++
 		}
 		for _, k := range keys {
 			v.Keys = append(v.Keys, web.KeyRow{KeyID: k.KeyID, Label: k.Label, Added: k.CreatedAt, Clients: inUse[k.KeyID]})
 		}
 	case "operators":
-		ops, err := c.Store.Operators(ctx)
-		if err != nil {
-			c.fail(w, r, err)
-			return
-		}
-		for _, o := range ops {
-			row := web.OperatorRow{Name: o.Name, Role: o.Role, Disabled: o.Disabled, Added: o.CreatedAt,
-				Factor: o.Factor, Require2FA: o.Require2FA, TOTPEnrolled: o.TOTPSecret != ""}
-			if o.LockedUntil.After(c.now()) {
-				row.LockedUntil = o.LockedUntil
-			}
-			v.Operators = append(v.Operators, row)
+		if v.Operators, err = c.operatorRows(ctx); err != nil {
+			return web.ConfigView{}, err
 		}
 	case "servers":
-		v.Nodes, v.NodesError = c.nodeRows(r.Context())
+		v.Nodes, v.NodesError = c.nodeRows(ctx)
 	case "2fa":
 		if v.TwoFA, err = c.twoFAView(r); err != nil {
-			c.fail(w, r, err)
-			return
+			return web.ConfigView{}, err
 		}
 	}
-	c.page(w, r, "Configuration", "config", "", web.ConfigPage(v))
+	return v, nil
+}
+
+// operatorRows lists the operators with what the Operators tab says of
+// them: a second factor that cannot work as set, their sessions now.
+func (c *Console) operatorRows(ctx context.Context) ([]web.OperatorRow, error) {
+	ops, err := c.Store.Operators(ctx)
+	if err != nil {
+		return nil, err
+	}
+	set, err := c.Signin.Settings(ctx)
+	if err != nil {
+		return nil, err
+	}
+	sessions := map[string]int{}
+	ss, _ := c.sessions(ctx)
+	for _, x := range ss {
+		sessions[x.Operator]++
+	}
+	rows := make([]web.OperatorRow, 0, len(ops))
+	for _, o := range ops {
+		row := web.OperatorRow{Name: o.Name, Role: o.Role, Disabled: o.Disabled, Added: o.CreatedAt,
+			Factor: o.Factor, Require2FA: o.Require2FA, TOTPEnrolled: o.TOTPSecret != "",
+			LastSignin: o.LastSigninAt, LastSigninFrom: o.LastSigninAddress, Sessions: sessions[o.Name],
+			Warning: factorWarning(o.Name, o.Factor, o.TOTPSecret != "", o.Require2FA || set.Require2FA, set)}
+		if o.LockedUntil.After(c.now()) {
+			row.LockedUntil = o.LockedUntil
+		}
+		rows = append(rows, row)
+	}
+	return rows, nil
+}
+
+// factorWarning says why an operator's second factor cannot work as set,
+// "" when it can.
+func factorWarning(name, factor string, enrolled, required bool, set signin.Settings) string {
+	switch {
+	case factor == db.FactorDuo && !set.DuoConfigured():
+		return "Duo Push is not configured on the 2FA tab: " + name + "'s sign-ins are refused until it is, or another factor is chosen."
+	case factor == db.FactorTOTP && !enrolled && required:
+		return name + " has not set up an authenticator app yet: the console signs them in with the password alone, " +
+			"and their remote connections are refused until they set one up on their Account page."
+	case factor == db.FactorTOTP && !enrolled:
+		return name + " has not set up an authenticator app yet: until they do on their Account page, the console signs them in with the password alone."
+	case factor == db.FactorNone && required:
+		return name + " has no second factor but needs one for remote connections: those are refused until one is chosen."
+	}
+	return ""
+}
+
+// renderConfig shows tab again with a rejected form as it was typed and
+// each problem next to its field.
+func (c *Console) renderConfig(w http.ResponseWriter, r *http.Request, v web.ConfigView) {
+	// The tab's own URL, not the form's action: a reload shows the tab.
+	w.Header().Set("HX-Push-Url", "/console/config/"+v.Tab)
+	c.pageStatus(w, r, formStatus(r), "Configuration", "config", web.ConfigPage(v))
+}
+
+// formStatus is the status of a page that shows a rejected form: 422,
+// but 200 to htmx, which swaps in only successful answers (the boosted
+// form must show its errors).
+func formStatus(r *http.Request) int {
+	if r.Header.Get("HX-Request") != "" {
+		return http.StatusOK
+	}
+	return http.StatusUnprocessableEntity
+}
+
+// pageStatus is c.page with a status.
+func (c *Console) pageStatus(w http.ResponseWriter, r *http.Request, status int, title, active string, content templ.Component) {
+	c.page(&statusWriter{ResponseWriter: w, status: status}, r, title, active, "", content)
+}
+
+// statusWriter answers with its status instead of an implicit 200.
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+	wrote  bool
+}
+
+func (s *statusWriter) WriteHeader(code int) {
+	if !s.wrote {
+		s.wrote = true
+		s.ResponseWriter.WriteHeader(code)
+	}
+}
+
+func (s *statusWriter) Write(b []byte) (int, error) {
+	s.WriteHeader(s.status)
+	return s.ResponseWriter.Write(b)
+}
+
+// rejectForm shows tab again with form's values and errs.
+func (c *Console) rejectForm(w http.ResponseWriter, r *http.Request, tab, operator string, form, errs map[string]string) {
+	v, err := c.configView(r, tab)
+	if err != nil {
+		c.fail(w, r, err)
+		return
+	}
+	v.Form, v.Errors, v.FormOperator = form, errs, operator
+	if tab == "2fa" {
+		v.TwoFA.Form, v.TwoFA.Errors = form, errs
+	}
+	c.renderConfig(w, r, v)
 }
 
 // done finishes a configuration POST: flash a message, then back to the tab
@@ -128,8 +234,13 @@ func (c *Console) changeConfig(r *http.Request, edit func(*config.Config) error)
 		return "", err
 	}
 	if err := cur.Validate(); err != nil {
-		return "", badRequest(err.Error())
+		return "", badRequest(sentence(err.Error()))
 	}
+	return c.saveConfig(r, old, cur)
+}
+
+// saveConfig stores cur in place of old and records who changed what.
+func (c *Console) saveConfig(r *http.Request, old, cur config.Config) (string, error) {
 	changes := config.Changes(old, cur)
 	if len(changes) == 0 {
 		return "Nothing changed.", nil
@@ -142,49 +253,132 @@ func (c *Console) changeConfig(r *http.Request, edit func(*config.Config) error)
 	return "Applied: " + strings.Join(changes, "; ") + ".", nil
 }
 
-func formInt(r *http.Request, name, what string) (int, error) {
-	n, err := strconv.Atoi(strings.TrimSpace(r.PostForm.Get(name)))
-	if err != nil {
-		return 0, badRequest(what + " must be a whole number.")
+// sentence makes a validation error's text a sentence.
+func sentence(s string) string {
+	if s == "" {
+		return s
 	}
-	return n, nil
+	s = strings.ToUpper(s[:1]) + s[1:]
+	if !strings.HasSuffix(s, ".") {
+		s += "."
+	}
+	return s
+}
+
+// configField is one field of a configuration form: set puts its typed
+// value into a configuration, or says why it cannot be read.
+type configField struct {
+	name string
+	set  func(c *config.Config, value string) error
+}
+
+// fieldError is a problem with one form field.
+type fieldError struct{ field, msg string }
+
+func (e *fieldError) Error() string { return e.msg }
+
+func intField(name, what string, set func(*config.Config, int)) configField {
+	return configField{name, func(c *config.Config, v string) error {
+		n, err := strconv.Atoi(strings.TrimSpace(v))
+		if err != nil {
+			return &fieldError{name, what + " must be a whole number."}
+		}
+		set(c, n)
+		return nil
+	}}
+}
+
+func listField(name string, set func(*config.Config, []string)) configField {
+	return configField{name, func(c *config.Config, v string) error { set(c, config.SplitList(v)); return nil }}
+}
+
+// saveConfigForm saves a configuration form of tab. A form that does not
+// validate is shown again as it was typed, each problem next to its
+// field; check, when not nil, adds problems of the whole.
+func (c *Console) saveConfigForm(w http.ResponseWriter, r *http.Request, tab string, fields []configField, check func(config.Config) *fieldError) {
+	if err := r.ParseForm(); err != nil {
+		c.done(w, r, tab, badRequest("The form could not be read."), "")
+		return
+	}
+	old, err := c.Config.Config(r.Context())
+	if err != nil {
+		c.fail(w, r, err)
+		return
+	}
+	form := map[string]string{}
+	errs := map[string]string{}
+	cur := old
+	for _, f := range fields {
+		v := r.PostForm.Get(f.name)
+		form[f.name] = v
+		var fe *fieldError
+		if err := f.set(&cur, v); errors.As(err, &fe) {
+			errs[f.name] = fe.msg
+		} else if err != nil {
+			c.fail(w, r, err)
+			return
+		}
+	}
+	if whole := cur.Validate(); whole != nil || len(errs) > 0 {
+		blameFields(old, fields, form, errs, whole)
+	}
+	if len(errs) == 0 && check != nil {
+		if fe := check(cur); fe != nil {
+			errs[fe.field] = fe.msg
+		}
+	}
+	if len(errs) > 0 {
+		c.rejectForm(w, r, tab, "", form, errs)
+		return
+	}
+	msg, err := c.saveConfig(r, old, cur)
+	c.done(w, r, tab, err, msg)
+}
+
+// blameFields finds which fields make the form invalid: each alone, typed
+// into the stored configuration (which is valid), either validates or
+// not, so the rules stay config.Validate's alone. A problem no one field
+// has is the form's (field "").
+func blameFields(old config.Config, fields []configField, form, errs map[string]string, whole error) {
+	if old.Validate() == nil {
+		for _, f := range fields {
+			if _, ok := errs[f.name]; ok {
+				continue
+			}
+			one := old
+			if f.set(&one, form[f.name]) != nil {
+				continue
+			}
+			if err := one.Validate(); err != nil {
+				errs[f.name] = sentence(err.Error())
+			}
+		}
+	}
+	if len(errs) == 0 && whole != nil {
+		errs[""] = sentence(whole.Error())
+	}
 }
 
 func (c *Console) saveGeneral(w http.ResponseWriter, r *http.Request) {
-	msg, err := c.changeConfig(r, func(cfg *config.Config) error {
-		cmpi, err := formInt(r, "cmpi", "CMPI")
-		if err != nil {
-			return err
-		}
-		maxKB, err := formInt(r, "log_max_kb", "The maximum log size")
-		if err != nil {
-			return err
-		}
-		cfg.Listen = config.SplitList(r.PostForm.Get("listen"))
-		cfg.CMPI = time.Duration(cmpi) * time.Second
-		cfg.LogDir = strings.TrimSpace(r.PostForm.Get("log_dir"))
-		cfg.LogMaxKB = maxKB
-		return nil
-	})
-	c.done(w, r, "general", err, msg)
+	c.saveConfigForm(w, r, "general", []configField{
+		listField("listen", func(c *config.Config, l []string) { c.Listen = l }),
+		intField("cmpi", "CMPI", func(c *config.Config, n int) { c.CMPI = time.Duration(n) * time.Second }),
+		{"log_dir", func(c *config.Config, v string) error { c.LogDir = strings.TrimSpace(v); return nil }},
+		intField("log_max_kb", "The maximum log size", func(c *config.Config, n int) { c.LogMaxKB = n }),
+	}, nil)
 }
 
 func (c *Console) saveServers(w http.ResponseWriter, r *http.Request) {
-	msg, err := c.changeConfig(r, func(cfg *config.Config) error {
-		cfg.ServerRole = r.PostForm.Get("role")
-		cfg.PeerGateways = config.SplitList(r.PostForm.Get("peers"))
-		return nil
-	})
-	c.done(w, r, "servers", err, msg)
+	c.saveConfigForm(w, r, "servers", []configField{
+		{"role", func(c *config.Config, v string) error { c.ServerRole = v; return nil }},
+		listField("peers", func(c *config.Config, l []string) { c.PeerGateways = l }),
+	}, nil)
 }
 
 func (c *Console) saveLicences(w http.ResponseWriter, r *http.Request) {
-	msg, err := c.changeConfig(r, func(cfg *config.Config) error {
-		n, err := formInt(r, "max_clients", "Maximum Clients")
-		cfg.MaxClients = n
-		return err
-	})
-	c.done(w, r, "licences", err, msg)
+	c.saveConfigForm(w, r, "licences", []configField{
+		intField("max_clients", "Maximum Clients", func(c *config.Config, n int) { c.MaxClients = n }),
+	}, nil)
 }
 
 func (c *Console) addKey(w http.ResponseWriter, r *http.Request) {
@@ -212,6 +406,13 @@ func (c *Console) addKey(w http.ResponseWriter, r *http.Request) {
 
 func (c *Console) removeKey(w http.ResponseWriter, r *http.Request) {
 	id := chi.URLParam(r, "id")
+	clients, _ := c.allClients(r.Context())
+	held := 0
+	for _, cl := range clients {
+		if cl.KeyID == id {
+			held++
+		}
+	}
 	err := c.Store.RemoveKey(r.Context(), id)
 	if errors.Is(err, db.ErrNotFound) {
 		err = badRequest("That key was already removed.")
@@ -219,7 +420,7 @@ func (c *Console) removeKey(w http.ResponseWriter, r *http.Request) {
 	if err == nil {
 		c.emit(r, event.KindConfig, fmt.Sprintf("Operator %s removed gateway key %s", operatorOf(r).Name, id))
 	}
-	c.done(w, r, "keys", err, "Removed key "+id+". Its Clients and Controls are disconnected.")
+	c.done(w, r, "keys", err, "Removed key "+id+": its "+web.Plural(held, "Client", "Clients")+" and the Controls using it are disconnected.")
 }
 
 func (c *Console) labelKey(w http.ResponseWriter, r *http.Request) {
@@ -247,15 +448,22 @@ func (c *Console) addOperator(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	name, pw, role := strings.TrimSpace(r.PostForm.Get("name")), r.PostForm.Get("password"), r.PostForm.Get("role")
+	errs := map[string]string{}
 	switch {
 	case !signin.ValidName(name) || strings.ContainsAny(name, " /"):
-		c.done(w, r, "operators", badRequest("An operator name is 1 to 64 characters without spaces or '/'."), "")
-		return
-	case len(pw) < password.MinLength:
-		c.done(w, r, "operators", badRequest(fmt.Sprintf("A password must be at least %d characters.", password.MinLength)), "")
-		return
-	case !validRole(role):
-		c.done(w, r, "operators", badRequest("Choose a role."), "")
+		errs["name"] = "An operator name is 1 to 64 characters without spaces or '/'."
+	case c.operatorExists(r.Context(), name):
+		errs["name"] = "An operator called " + name + " exists already."
+	}
+	if len(pw) < password.MinLength {
+		errs["password"] = fmt.Sprintf("A password must be at least %d characters.", password.MinLength)
+	}
+	if !validRole(role) {
+		errs["role"] = "Choose a role."
+	}
+	if len(errs) > 0 {
+		// The password is never shown again; the name and role are.
+		c.rejectForm(w, r, "operators", "", map[string]string{"name": name, "role": role}, errs)
 		return
 	}
 	hash, err := password.Hash(pw)
@@ -273,54 +481,88 @@ func (c *Console) addOperator(w http.ResponseWriter, r *http.Request) {
 	c.done(w, r, "operators", err, "Added operator "+name+".")
 }
 
+func (c *Console) operatorExists(ctx context.Context, name string) bool {
+	_, err := c.Store.Operator(ctx, name)
+	return err == nil
+}
+
+// updateOperator saves an operator's row: role, second factor, whether
+// remote connections need it, a new password, removing the enrolled app.
+// A factor that cannot work is refused (Duo Push before Duo is set up) or
+// saved with a warning (TOTP before the operator has enrolled an app: they
+// sign in with the password to enrol one). "disabled", when sent (the
+// command line and older pages do), sets the account's state; the page
+// itself disables and enables with their own buttons, which confirm.
 func (c *Console) updateOperator(w http.ResponseWriter, r *http.Request) {
+	ctx := r.Context()
 	name := chi.URLParam(r, "name")
 	if err := r.ParseForm(); err != nil {
 		c.done(w, r, "operators", badRequest("The form could not be read."), "")
 		return
 	}
-	role, pw, disabled := r.PostForm.Get("role"), r.PostForm.Get("password"), r.PostForm.Get("disabled") == "1"
+	op, err := c.Store.Operator(ctx, name)
+	if errors.Is(err, db.ErrNotFound) {
+		c.done(w, r, "operators", badRequest("No operator called "+name+"."), "")
+		return
+	}
+	if err != nil {
+		c.fail(w, r, err)
+		return
+	}
+	role, pw := r.PostForm.Get("role"), r.PostForm.Get("password")
+	disabled := op.Disabled
+	if _, sent := r.PostForm["disabled"]; sent {
+		disabled = r.PostForm.Get("disabled") == "1"
+	}
+	factor, require2FA, resetTOTP := r.PostForm.Get("factor"), r.PostForm.Get("require_2fa") == "1", r.PostForm.Get("reset_totp") == "1"
+	form := map[string]string{"role": role, "factor": factor, "require_2fa": boolForm(require2FA), "reset_totp": boolForm(resetTOTP)}
+	errs := map[string]string{}
 	if !validRole(role) {
-		c.done(w, r, "operators", badRequest("Choose a role."), "")
+		errs["role"] = "Choose a role."
+	}
+	if pw != "" && len(pw) < password.MinLength {
+		errs["password"] = fmt.Sprintf("A password must be at least %d characters.", password.MinLength)
+	}
+	set, err := c.Signin.Settings(ctx)
+	if err != nil {
+		c.fail(w, r, err)
+		return
+	}
+	switch {
+	case !validFactor(factor):
+		errs["factor"] = "Choose a second factor."
+	case factor == db.FactorDuo && !set.DuoConfigured() && op.Factor != db.FactorDuo:
+		errs["factor"] = "Duo Push is not configured: give its integration key, secret key and API host on the 2FA tab first, or " +
+			name + " could not sign in at all."
+	}
+	if len(errs) > 0 {
+		c.rejectForm(w, r, "operators", name, form, errs)
 		return
 	}
 	var hash string
 	if pw != "" {
-		if len(pw) < password.MinLength {
-			c.done(w, r, "operators", badRequest(fmt.Sprintf("A password must be at least %d characters.", password.MinLength)), "")
-			return
-		}
-		var err error
 		if hash, err = password.Hash(pw); err != nil {
-			c.done(w, r, "operators", err, "")
+			c.fail(w, r, err)
 			return
 		}
 	}
-	factor, require2FA, resetTOTP := r.PostForm.Get("factor"), r.PostForm.Get("require_2fa") == "1", r.PostForm.Get("reset_totp") == "1"
-	if !validFactor(factor) {
-		c.done(w, r, "operators", badRequest("Choose a second factor."), "")
-		return
-	}
-	err := c.Store.UpdateOperator(r.Context(), name, hash, role, disabled)
+	err = c.Store.UpdateOperator(ctx, name, hash, role, disabled)
 	if err == nil && resetTOTP {
-		err = c.Store.SetTOTP(r.Context(), name, "")
+		err = c.Store.SetTOTP(ctx, name, "")
 	}
 	if err == nil {
-		err = c.Store.SetSecondFactor(r.Context(), name, factor, require2FA)
+		err = c.Store.SetSecondFactor(ctx, name, factor, require2FA)
 	}
 	switch {
 	case errors.Is(err, db.ErrNotFound):
 		err = badRequest("No operator called " + name + ".")
 	case errors.Is(err, db.ErrLastAdmin):
-		err = badRequest("That would leave no enabled administrator.")
+		errs["role"] = "That would leave no enabled administrator."
+		c.rejectForm(w, r, "operators", name, form, errs)
+		return
 	}
-	if err == nil && disabled {
-		// A disabled operator's remote connections end with the account.
-		for _, x := range c.Relay.Sessions() {
-			if x.Operator == name {
-				c.Relay.TerminateSession(x.ID)
-			}
-		}
+	if err == nil && disabled && !op.Disabled {
+		c.endOperatorSessions(ctx, name)
 	}
 	if err == nil {
 		what := fmt.Sprintf("role %s, %s", role, map[bool]string{true: "disabled", false: "enabled"}[disabled])
@@ -335,20 +577,128 @@ func (c *Console) updateOperator(w http.ResponseWriter, r *http.Request) {
 			what += ", enrolled app removed"
 		}
 		c.emit(r, event.KindConfig, fmt.Sprintf("Operator %s changed operator %s: %s", operatorOf(r).Name, name, what))
+		enrolled := op.TOTPSecret != "" && !resetTOTP
+		if warn := factorWarning(name, factor, enrolled, require2FA || set.Require2FA, set); warn != "" {
+			c.Sessions.Put(ctx, flashWarn, "Saved operator "+name+", but: "+warn)
+			http.Redirect(w, r, "/console/config/operators", http.StatusSeeOther)
+			return
+		}
 	}
 	c.done(w, r, "operators", err, "Saved operator "+name+".")
 }
 
+func boolForm(b bool) string {
+	if b {
+		return "1"
+	}
+	return ""
+}
+
+// endOperatorSessions ends the sessions of operator on every node: a
+// disabled or deleted operator's remote connections end with the account.
+func (c *Console) endOperatorSessions(ctx context.Context, operator string) {
+	ss, _ := c.sessions(ctx)
+	for _, x := range ss {
+		if x.Operator != operator {
+			continue
+		}
+		if c.Cluster != nil && x.Node != "" {
+			if err := c.Cluster.TerminateClusterSession(ctx, x.Node, x.ID, operator); err != nil && c.Logger != nil {
+				c.Logger.Warn("console: cannot end a session of a disabled operator", "node", x.Node, "session", x.ID, "err", err)
+			}
+			continue
+		}
+		c.Relay.TerminateSession(x.ID)
+	}
+}
+
+// OperatorDeleter deletes operators; the console's store has it when it
+// is a *db.DB.
+type OperatorDeleter interface {
+	DeleteOperator(ctx context.Context, name string) error
+}
+
+// setOperatorDisabled disables or enables an operator (the page asked
+// for confirmation first). Nobody disables themselves: the console would
+// close behind them.
+func (c *Console) setOperatorDisabled(disabled bool) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		ctx, name, by := r.Context(), chi.URLParam(r, "name"), operatorOf(r).Name
+		if disabled && name == by {
+			c.done(w, r, "operators", badRequest("You cannot disable yourself: ask another administrator."), "")
+			return
+		}
+		op, err := c.Store.Operator(ctx, name)
+		if errors.Is(err, db.ErrNotFound) {
+			c.done(w, r, "operators", badRequest("No operator called "+name+"."), "")
+			return
+		}
+		if err != nil {
+			c.fail(w, r, err)
+			return
+		}
+		if op.Disabled == disabled {
+			c.done(w, r, "operators", nil, "Nothing changed.")
+			return
+		}
+		err = c.Store.UpdateOperator(ctx, name, "", op.Role, disabled)
+		if errors.Is(err, db.ErrLastAdmin) {
+			err = badRequest("Operator " + name + " is the last enabled administrator: it stays enabled.")
+		}
+		if err != nil {
+			c.done(w, r, "operators", err, "")
+			return
+		}
+		state := "enabled"
+		if disabled {
+			state = "disabled"
+			c.endOperatorSessions(ctx, name)
+		}
+		c.emit(r, event.KindConfig, fmt.Sprintf("Operator %s %s operator %s", by, state, name))
+		c.done(w, r, "operators", nil, "Operator "+name+" is "+state+".")
+	}
+}
+
+// deleteOperator deletes an operator, not oneself nor the last enabled
+// admin; their sessions end, their console sessions end at their next
+// request (requireOperator finds no operator).
+func (c *Console) deleteOperator(w http.ResponseWriter, r *http.Request) {
+	ctx, name, by := r.Context(), chi.URLParam(r, "name"), operatorOf(r).Name
+	if name == by {
+		c.done(w, r, "operators", badRequest("You cannot delete yourself: ask another administrator."), "")
+		return
+	}
+	del, ok := c.Store.(OperatorDeleter)
+	if !ok {
+		c.done(w, r, "operators", badRequest("Operators cannot be deleted on this gateway."), "")
+		return
+	}
+	err := del.DeleteOperator(ctx, name)
+	switch {
+	case errors.Is(err, db.ErrNotFound):
+		err = badRequest("No operator called " + name + " (deleted already?).")
+	case errors.Is(err, db.ErrLastAdmin):
+		err = badRequest("Operator " + name + " is the last enabled administrator: it cannot be deleted.")
+	}
+	if err != nil {
+		c.done(w, r, "operators", err, "")
+		return
+	}
+	c.endOperatorSessions(ctx, name)
+	c.emit(r, event.KindConfig, fmt.Sprintf("Operator %s deleted operator %s", by, name))
+	c.done(w, r, "operators", nil, "Deleted operator "+name+".")
+}
+
 func (c *Console) saveSecurity(w http.ResponseWriter, r *http.Request) {
-	msg, err := c.changeConfig(r, func(cfg *config.Config) error {
-		cfg.BlockUnencrypted = r.PostForm.Get("block") == "1"
-		cfg.TrustedProxies = config.SplitList(r.PostForm.Get("proxies"))
+	c.saveConfigForm(w, r, "security", []configField{
+		{"block", func(c *config.Config, v string) error { c.BlockUnencrypted = v == "1"; return nil }},
+		listField("proxies", func(c *config.Config, l []string) { c.TrustedProxies = l }),
+	}, func(cfg config.Config) *fieldError {
 		if cfg.BlockUnencrypted && c.Certificate != nil && c.Certificate().Fingerprint == "" {
-			return badRequest("This gateway serves no certificate (--no-tls): blocking unencrypted peers would refuse everyone.")
+			return &fieldError{"block", "This gateway serves no certificate (--no-tls): blocking unencrypted peers would refuse everyone."}
 		}
 		return nil
 	})
-	c.done(w, r, "security", err, msg)
 }
 
 // uploadCertificate installs a pasted certificate and key.

@@ -75,7 +75,7 @@ func eventRows(evs []event.Event) []web.EventRow {
 	rows := make([]web.EventRow, len(evs))
 	for i, e := range evs {
 		rows[i] = web.EventRow{ID: e.ID, Time: e.Time, Kind: string(e.Kind), Message: e.Message, Client: e.Client,
-			Control: e.Control, Operator: e.Operator, RealIP: e.RealIP, PublicIP: e.PublicIP}
+			Control: e.Control, Operator: e.Operator, RealIP: e.RealIP, PublicIP: e.PublicIP, Reason: e.Reason}
 	}
 	return rows
 }
@@ -126,20 +126,45 @@ func (c *Console) eventsPage(w http.ResponseWriter, r *http.Request) {
 }
 
 // eventsStream tails the event table: events of every gateway node reach
-// it, since it reads PostgreSQL rather than this node's memory.
+// it, since it reads PostgreSQL rather than this node's memory. The count
+// of matching events follows: it is counted once, up to the newest event
+// the page shows, and each new row adds one. A browser reconnecting says
+// which event it saw last (Last-Event-ID), so no row comes twice.
 func (c *Console) eventsStream(w http.ResponseWriter, r *http.Request) {
 	f, err := eventFilter(r.URL.Query())
 	if err != nil {
 		c.fail(w, r, err)
 		return
 	}
+	if id, err := strconv.ParseInt(r.Header.Get("Last-Event-ID"), 10, 64); err == nil && id > f.AfterID {
+		f.AfterID = id
+	}
 	f.Limit = eventsPerPage
+	count := f
+	count.AfterID, count.BeforeID = 0, f.AfterID+1
+	total, err := c.Store.CountEvents(r.Context(), count)
+	if err != nil {
+		c.fail(w, r, err)
+		return
+	}
 	c.stream(w, r, func(ctx context.Context) ([]sseEvent, error) {
 		evs, err := c.Store.Events(ctx, f)
 		if err != nil || len(evs) == 0 {
 			return nil, err
 		}
+		// More than a page at once: the page shows the newest, the count
+		// all of them, as a reload would.
+		n, err := c.Store.CountEvents(ctx, db.EventFilter{Kind: f.Kind, Client: f.Client, Control: f.Control,
+			Since: f.Since, Until: f.Until, AfterID: f.AfterID, BeforeID: evs[0].ID + 1})
+		if err != nil {
+			return nil, err
+		}
+		total += n
 		f.AfterID = evs[0].ID
-		return []sseEvent{{"events", web.EventRows(eventRows(evs))}, {"count", web.Count(c.Relay.Stats().Clients)}}, nil
+		return []sseEvent{
+			{name: "events", content: web.EventRows(eventRows(evs)), id: strconv.FormatInt(f.AfterID, 10)},
+			{name: "events-total", content: web.EventsTotalText(total)},
+			{name: "count", content: web.Count(c.Relay.Stats().Clients)},
+		}, nil
 	})
 }

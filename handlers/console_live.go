@@ -20,6 +20,9 @@ import (
 type sseEvent struct {
 	name    string
 	content templ.Component
+	// id, when set, is the stream's position after this event: a browser
+	// reconnecting sends it back as Last-Event-ID.
+	id string
 }
 
 // liveTick is how often a live view looks for changes: fast enough to feel
@@ -121,8 +124,9 @@ func (c *Console) liveAdmits(ctx context.Context, a liveAuth) (db.Operator, bool
 	}
 	op, err := c.Store.Operator(ctx, name)
 	switch {
-	case errors.Is(err, db.ErrNotFound), err == nil && op.Disabled:
-		// Removed or disabled: end the session, as requireOperator does.
+	case errors.Is(err, db.ErrNotFound), err == nil && (op.Disabled || c.stalePassword(sctx, op)):
+		// Removed, disabled or its password changed: end the session, as
+		// requireOperator does.
 		return db.Operator{}, false, c.Sessions.Destroy(sctx)
 	case err != nil:
 		return db.Operator{}, false, err
@@ -223,7 +227,7 @@ func (c *Console) stream(w http.ResponseWriter, r *http.Request, next func(ctx c
 			if err := e.content.Render(ctx, &buf); err != nil {
 				return
 			}
-			if err := writeSSE(w, e.name, buf.String()); err != nil {
+			if err := writeSSEID(w, e.name, e.id, buf.String()); err != nil {
 				return
 			}
 		}
@@ -236,7 +240,16 @@ func (c *Console) stream(w http.ResponseWriter, r *http.Request, next func(ctx c
 }
 
 func writeSSE(w http.ResponseWriter, name, data string) error {
+	return writeSSEID(w, name, "", data)
+}
+
+func writeSSEID(w http.ResponseWriter, name, id, data string) error {
 	var b strings.Builder
+	if id != "" {
+		b.WriteString("id: ")
+		b.WriteString(id)
+		b.WriteByte('\n')
+	}
 	b.WriteString("event: ")
 	b.WriteString(name)
 	b.WriteByte('\n')

@@ -40,18 +40,22 @@ func (c *Console) sessionsView(ctx context.Context) web.SessionsView {
 	ss, note := c.sessions(ctx)
 	rows := make([]web.SessionRow, len(ss))
 	for i, s := range ss {
-		op := s.Operator
-		if op == "" {
-			// No operators existed when it started: the key alone admitted it.
-			op = "key only"
-		}
-		rows[i] = web.SessionRow{
-			ID: s.ID, Control: s.Control, ControlIP: s.ControlIP, Client: s.Client, Service: s.Service,
-			Operator: op, Node: s.Node, ClientNode: s.ClientNode,
-			Started: s.Started, BytesUp: s.BytesUp, BytesDown: s.BytesDown,
-		}
+		rows[i] = sessionRow(s)
 	}
 	return web.SessionsView{Rows: rows, Now: c.now(), Cluster: c.Cluster != nil, Note: note}
+}
+
+func sessionRow(s relay.SessionInfo) web.SessionRow {
+	op := s.Operator
+	if op == "" {
+		// No operators existed when it started: the key alone admitted it.
+		op = "key only"
+	}
+	return web.SessionRow{
+		ID: s.ID, Control: s.Control, ControlIP: s.ControlIP, Client: s.Client, Service: s.Service,
+		Operator: op, Node: s.Node, ClientNode: s.ClientNode,
+		Started: s.Started, BytesUp: s.BytesUp, BytesDown: s.BytesDown,
+	}
 }
 
 func (c *Console) sessionsPage(w http.ResponseWriter, r *http.Request) {
@@ -73,8 +77,8 @@ func (c *Console) sessionsStream(w http.ResponseWriter, r *http.Request) {
 		}
 		seen = v
 		return []sseEvent{
-			{"sessions", web.SessionsTable(c.sessionsView(ctx))},
-			{"count", web.Count(c.Relay.Stats().Clients)},
+			{name: "sessions", content: web.SessionsTable(c.sessionsView(ctx))},
+			{name: "count", content: web.Count(c.Relay.Stats().Clients)},
 		}, nil
 	})
 }
@@ -107,7 +111,9 @@ func (c *Console) terminateSession(w http.ResponseWriter, r *http.Request) {
 		c.fail(w, r, &Error{Status: http.StatusNotFound, Message: "That session has already ended, or its node cannot be reached now."})
 		return
 	}
-	c.emit(r, event.KindSessionEnd, fmt.Sprintf("Session between Control %s and Client %s terminated by operator %s", control, client, op))
+	ev := event.SessionTerminated(control, client, op)
+	ev.Time, ev.PublicIP = c.now(), remoteIP(r)
+	c.Events.Emit(ev)
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
 	flash := fmt.Sprintf("Terminated the session of Control %s with Client %s.", control, client)
 	// The live table drops the row within a second; the message stays.

@@ -34,7 +34,7 @@ var pendingKeys = []string{sessionPending, sessionPendingNext, sessionDuoTx, ses
 
 func (c *Console) signInPage(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
-	_ = web.SignIn(c.Asset, "", "", safeNext(r.URL.Query().Get("next"))).Render(r.Context(), w)
+	_ = web.SignInPage(c.Asset, "", "", safeNext(r.URL.Query().Get("next"))).Render(r.Context(), w)
 }
 
 // signInRefused shows the sign-in form again with a message that says
@@ -42,7 +42,7 @@ func (c *Console) signInPage(w http.ResponseWriter, r *http.Request) {
 func (c *Console) signInRefused(w http.ResponseWriter, r *http.Request, name, next string, status int, err error) {
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
 	w.WriteHeader(status)
-	_ = web.SignIn(c.Asset, name, refusalMessage(err, "Wrong name or password."), next).Render(r.Context(), w)
+	_ = web.SignInPage(c.Asset, name, refusalMessage(err, "Wrong name or password."), next).Render(r.Context(), w)
 }
 
 // refusalMessage is what the console says of a refused sign-in; fallback
@@ -125,6 +125,21 @@ func (c *Console) putPending(ctx context.Context, op db.Operator, next string) {
 	c.Sessions.Put(ctx, sessionPendingPW, passwordMark(op))
 }
 
+// sessionPasswordMark holds, in a signed-in console session, the
+// passwordMark of the password it signed in with: a session whose mark no
+// longer matches its operator's (the password was changed, by them or an
+// admin) ends, as a pending sign-in does (stalePassword, checked by
+// requireOperator and by live streams).
+const sessionPasswordMark = "password_mark"
+
+// stalePassword reports whether the session in ctx signed in with a
+// password op no longer has. A session from before marks were kept has
+// none and is left alone; it ends with its lifetime.
+func (c *Console) stalePassword(ctx context.Context, op db.Operator) bool {
+	mark := c.Sessions.GetString(ctx, sessionPasswordMark)
+	return mark != "" && mark != passwordMark(op)
+}
+
 func passwordMark(op db.Operator) string {
 	h := sha256.Sum256([]byte(op.PasswordHash))
 	return hex.EncodeToString(h[:8])
@@ -151,6 +166,7 @@ func (c *Console) completeSignIn(w http.ResponseWriter, r *http.Request, op db.O
 	}
 	c.clearPending(ctx)
 	c.Sessions.Put(ctx, sessionOperator, op.Name)
+	c.Sessions.Put(ctx, sessionPasswordMark, passwordMark(op))
 	if !op.IsAdmin() {
 		next = "/console/account"
 	}
@@ -219,7 +235,13 @@ func (c *Console) totpSignIn(w http.ResponseWriter, r *http.Request) {
 		c.fail(w, r, badRequest("The form could not be read."))
 		return
 	}
-	if err := c.Signin.CheckTOTP(ctx, op, r.PostForm.Get("code"), remoteIP(r)); err != nil {
+	// The code from the app, or a recovery code from its own field (the
+	// signin package tells them apart by their form).
+	code := r.PostForm.Get("code")
+	if code == "" {
+		code = r.PostForm.Get("recovery")
+	}
+	if err := c.Signin.CheckTOTP(ctx, op, code, remoteIP(r)); err != nil {
 		if !signin.IsRefusal(err) {
 			c.fail(w, r, err)
 			return

@@ -135,7 +135,7 @@ func consoleGateway(t *testing.T, opts ...gwOption) *testGateway {
 
 func (b *browser) signIn(g *testGateway) {
 	b.t.Helper()
-	b.run("open the console", chromedp.Navigate(g.https()+"/console/"))
+	b.run("open the console", chromedp.Navigate(g.https()+"/console/clients"))
 	b.passwordStep()
 	b.run("sign in", chromedp.WaitVisible(`#clients-table`, chromedp.ByQuery))
 }
@@ -255,6 +255,7 @@ func TestConsoleTerminatesSession(t *testing.T) {
 			t.Errorf("session row %q lacks %q", row, want)
 		}
 	}
+	b.acceptDialogs()
 	b.run("terminate it",
 		chromedp.Click(`tr[data-session] button.danger`, chromedp.ByQuery),
 		chromedp.WaitVisible(`#sessions-flash .flash.ok`, chromedp.ByQuery),
@@ -264,7 +265,11 @@ func TestConsoleTerminatesSession(t *testing.T) {
 	if _, err := conn.Read(make([]byte, 1)); err == nil {
 		t.Fatal("the Control's session is still open")
 	}
-	g.waitEvent(t, "Session between Control op-console and Client pc-sess terminated by operator admin")
+	e := g.waitEvent(t, "Session between Control op-console and Client pc-sess terminated by operator admin")
+	// The columns say it too, not only the text.
+	if e.Client != "pc-sess" || e.Control != "op-console" || e.Operator != "admin" {
+		t.Errorf("termination event = %+v", e)
+	}
 }
 
 // TestConsoleKeysAndCMPI: a key added in the Keys tab lets a new Client

@@ -399,8 +399,9 @@ func (g *Gateway) listen(addrs []string) error {
 			IdleTimeout:    2 * time.Minute,
 			MaxHeaderBytes: 64 << 10,
 			ErrorLog:       slog.NewLogLogger(g.log.Handler(), slog.LevelDebug),
-			// A non-nil empty map disables HTTP/2, which has no Upgrade.
-			TLSNextProto: map[string]func(*http.Server, *tls.Conn, http.Handler){},
+			// HTTP/2 for browsers that negotiate it (transport.ServerConfig);
+			// relay peers negotiate HTTP/1.1 for their Upgrade.
+			Protocols: transport.Protocols(),
 		}
 		g.servers = append(g.servers, srv)
 		g.addrs = append(g.addrs, ln.Addr())

@@ -16,6 +16,7 @@ import (
 	"log/slog"
 	"math/big"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -70,12 +71,15 @@ func (s *Store) Fingerprint() string {
 	return Fingerprint(c.Certificate[0])
 }
 
-// ServerConfig is the gateway's TLS configuration around get. Only
-// HTTP/1.1 is offered: the relay's Upgrade does not exist in HTTP/2.
+// ServerConfig is the gateway's TLS configuration around get. Browsers get
+// HTTP/2, so that every console tab and its live stream share one
+// connection (HTTP/1.1 allows a browser six per host, and each tab holds
+// one open). The relay's peers and the other nodes offer only http/1.1 in
+// ALPN and get it: their Upgrade does not exist in HTTP/2.
 func ServerConfig(get func(*tls.ClientHelloInfo) (*tls.Certificate, error), extraProtos ...string) *tls.Config {
 	return &tls.Config{
 		GetCertificate: get,
-		NextProtos:     append([]string{"http/1.1"}, extraProtos...),
+		NextProtos:     append([]string{"h2", "http/1.1"}, extraProtos...),
 		MinVersion:     tls.VersionTLS12,
 	}
 }
@@ -180,4 +184,14 @@ func SelfSigned(dir string, hosts []string) (*tls.Certificate, error) {
 		return nil, fmt.Errorf("self-signed certificate: %w", err)
 	}
 	return LoadFiles(certFile, keyFile)
+}
+
+// Protocols are the HTTP versions the gateway's servers speak: HTTP/1.1,
+// plain or over TLS, and HTTP/2 over TLS where ALPN chose it. Unencrypted
+// HTTP/2 (h2c) is not offered: no browser speaks it.
+func Protocols() *http.Protocols {
+	var p http.Protocols
+	p.SetHTTP1(true)
+	p.SetHTTP2(true)
+	return &p
 }

@@ -33,7 +33,23 @@ const MinLength = 10
 var ErrMismatch = errors.New("password does not match")
 
 // Hash returns the PHC string of an argon2id hash of pw.
-func Hash(pw string) (string, error) {
+func Hash(pw string) (string, error) { return hash(pw, memoryKiB, passes) }
+
+// Recovery codes are hashed with a lighter argon2id: a code carries 80
+// random bits (see internal/auth/signin), so no dictionary helps and an
+// offline search of a stolen table costs 2^79 hashes on average whatever
+// their price; the KDF is defence in depth. Light, because a sign-in with
+// a code checks it against up to ten hashes.
+const (
+	codeMemoryKiB = 4 * 1024
+	codePasses    = 1
+)
+
+// HashCode returns the PHC string of an argon2id hash of a high-entropy
+// one-time code; Check verifies it.
+func HashCode(code string) (string, error) { return hash(code, codeMemoryKiB, codePasses) }
+
+func hash(pw string, memoryKiB, passes uint32) (string, error) {
 	salt := make([]byte, saltLen)
 	if _, err := rand.Read(salt); err != nil {
 		return "", fmt.Errorf("password: salt: %w", err)

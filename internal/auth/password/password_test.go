@@ -30,3 +30,19 @@ func TestHashAndCheck(t *testing.T) {
 		}
 	}
 }
+
+func TestHashCode(t *testing.T) {
+	h, err := HashCode("abcd-efgh-ijkl-mnop")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(h, "$argon2id$v=19$m=4096,t=1,p=1$") {
+		t.Fatalf("code hash %q is not the light PHC argon2id string", h)
+	}
+	if err := Check(h, "abcd-efgh-ijkl-mnop"); err != nil {
+		t.Fatalf("right code refused: %v", err)
+	}
+	if err := Check(h, "abcd-efgh-ijkl-mnoq"); !errors.Is(err, ErrMismatch) {
+		t.Fatalf("wrong code: err = %v", err)
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/switchboard/switchboard/db"
@@ -49,6 +50,57 @@ func (s Settings) Validate() error {
 		return fmt.Errorf("the Duo Push timeout must be between 5 and 300 seconds")
 	}
 	return nil
+}
+
+// FieldError is a problem with one field of the 2FA tab, worded for the
+// administrator; Field is the form field's name.
+type FieldError struct{ Field, Message string }
+
+func (e FieldError) Error() string { return e.Message }
+
+// ValidateDuo reports what keeps the Duo fields from working: Duo Push
+// needs the integration key, the secret key and the API host together (or
+// none of them, for no Duo). secretStored tells that a readable secret key
+// is stored already, which an empty secret key field keeps.
+func (s Settings) ValidateDuo(secretStored bool) []FieldError {
+	ikey, host := s.DuoIntegrationKey, s.DuoAPIHost
+	secret := s.DuoSecretKey != "" || secretStored
+	if ikey == "" && host == "" && s.DuoSecretKey == "" {
+		return nil // no Duo
+	}
+	var errs []FieldError
+	switch {
+	case ikey == "":
+		errs = append(errs, FieldError{"duo_ikey", "Give the integration key too: Duo Push needs all three values of the Auth API application."})
+	case !validDuoIKey(ikey):
+		errs = append(errs, FieldError{"duo_ikey", "An integration key is 20 letters and digits starting with DI, as the Duo Admin Panel shows it."})
+	}
+	if !secret {
+		msg := "Give the secret key too: Duo Push needs all three values of the Auth API application."
+		if s.DuoSecretUnreadable {
+			msg = "The stored secret key cannot be decrypted with this gateway's secrets key: enter it again."
+		}
+		errs = append(errs, FieldError{"duo_skey", msg})
+	}
+	switch {
+	case host == "":
+		errs = append(errs, FieldError{"duo_host", "Give the API host too: Duo Push needs all three values of the Auth API application."})
+	case strings.Contains(host, "://") || strings.ContainsAny(host, "/ \t@?#"):
+		errs = append(errs, FieldError{"duo_host", "The API host is a host name such as api-xxxxxxxx.duosecurity.com, not a URL."})
+	}
+	return errs
+}
+
+func validDuoIKey(k string) bool {
+	if len(k) != 20 || !strings.HasPrefix(k, "DI") {
+		return false
+	}
+	for _, r := range k {
+		if (r < 'A' || r > 'Z') && (r < '0' || r > '9') {
+			return false
+		}
+	}
+	return true
 }
 
 const (
@@ -113,7 +165,9 @@ func LoadSettings(ctx context.Context, st SettingsStore) (Settings, error) {
 }
 
 // SaveSettings stores s. An empty DuoSecretKey keeps the stored one, so a
-// form that never shows the secret can be saved without retyping it. The
+// form that never shows the secret can be saved without retyping it;
+// unless the integration key and API host are empty too: that removes the
+// Duo integration, secret key included. The
 // store seals the secret key (db.UseSecretsKey).
 func SaveSettings(ctx context.Context, st SettingsStore, s Settings) error {
 	if err := s.Validate(); err != nil {
@@ -127,8 +181,12 @@ func SaveSettings(ctx context.Context, st SettingsStore, s Settings) error {
 		keyDuoFailOpen: strconv.FormatBool(s.DuoFailOpen),
 		keyDuoTimeout:  strconv.Itoa(int(s.DuoTimeout / time.Second)),
 	}
-	if s.DuoSecretKey != "" {
+	switch {
+	case s.DuoSecretKey != "":
 		rows[keyDuoSKey] = s.DuoSecretKey
+	case s.DuoIntegrationKey == "" && s.DuoAPIHost == "":
+		// No Duo any more: the secret key goes with the rest.
+		rows[keyDuoSKey] = ""
 	}
 	if err := st.SetSettings(ctx, rows); err != nil {
 		return fmt.Errorf("signin: save settings: %w", err)

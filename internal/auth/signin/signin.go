@@ -276,6 +276,20 @@ func (s *Service) CheckPassword(ctx context.Context, name, pw, ip string) (db.Op
 	return op, nil
 }
 
+// ConfirmPassword checks the password of an operator who is signed in
+// already and types it again before a sensitive change of their own
+// (changing it, enrolling an app, new recovery codes): counted, throttled
+// and refused exactly as a sign-in's password, but a success signs no one
+// in (no event, no last sign-in).
+func (s *Service) ConfirmPassword(ctx context.Context, name, pw, ip string) (db.Operator, error) {
+	op, err := s.CheckPassword(ctx, name, pw, ip)
+	if err != nil {
+		return db.Operator{}, err
+	}
+	s.endAddress(ip)
+	return op, nil
+}
+
 // ghostAttempt is an attempt for a name that is no operator: throttled,
 // timed and answered as a wrong password of an operator would be.
 func (s *Service) ghostAttempt(name, pw, ip string) error {
@@ -315,13 +329,16 @@ func (s *Service) begin(ctx context.Context, op db.Operator, ip string, secondFa
 	return nil
 }
 
-// CheckTOTP checks a TOTP code of op's. Each code is accepted once, and
-// each attempt counts before it is checked.
+// CheckTOTP checks a TOTP code of op's, or one of op's recovery codes
+// (recovery.go). Each code is accepted once, and each attempt counts
+// before it is checked. A recovery code works even when the TOTP secret
+// cannot be decrypted: it is the way back in then.
 func (s *Service) CheckTOTP(ctx context.Context, op db.Operator, code, ip string) error {
 	if op.TOTPSecret == "" {
 		return ErrNoFactor
 	}
-	if op.TOTPUnreadable {
+	recovery, isRecovery := recoveryCode(code)
+	if op.TOTPUnreadable && !isRecovery {
 		return s.totpUnreadable(op, ip)
 	}
 	if s.down.Load() {
@@ -333,6 +350,9 @@ func (s *Service) CheckTOTP(ctx context.Context, op db.Operator, code, ip string
 	}
 	if err := s.begin(ctx, op, ip, true); err != nil {
 		return err
+	}
+	if isRecovery {
+		return s.checkRecovery(ctx, op, recovery, ip)
 	}
 	step, ok := totpStep(op.TOTPSecret, code, s.now())
 	if ok {
@@ -461,7 +481,7 @@ func (s *Service) secondFactor(ctx context.Context, op db.Operator, set Settings
 	case op.Factor == db.FactorTOTP && op.TOTPUnreadable:
 		return s.totpUnreadable(op, req.PublicIP)
 	case op.Factor == db.FactorTOTP && op.TOTPSecret != "":
-		code, err := ch.Ask(ctx, wire.FactorTOTP, "TOTP code for operator "+op.Name, 2*time.Minute)
+		code, err := ch.Ask(ctx, wire.FactorTOTP, "TOTP code for operator "+op.Name+" (or one of your recovery codes)", 2*time.Minute)
 		if err != nil {
 			s.log.Debug("no TOTP code", "operator", op.Name, "err", err)
 			s.events.Emit(event.SigninFailed(op.Name, req.PublicIP))
