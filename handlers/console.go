@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/a-h/templ"
@@ -69,9 +70,14 @@ type Console struct {
 	// Cluster lists and ends the sessions of every node of a cluster;
 	// nil: this node's alone.
 	Cluster ClusterSessions
-	Events  event.Sink
-	Asset   func(string) string
-	Logger  *slog.Logger
+
+	// knownChanged counts the console's changes of the known Clients, so
+	// that the open Clients pages render their offline list again at once
+	// rather than at their next periodic render.
+	knownChanged atomic.Uint64
+	Events       event.Sink
+	Asset        func(string) string
+	Logger       *slog.Logger
 	// Stopping is closed when the gateway stops, ending live streams so a
 	// graceful shutdown need not wait for browsers to go away.
 	Stopping <-chan struct{}

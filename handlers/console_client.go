@@ -9,7 +9,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync/atomic"
 	"time"
 
 	"github.com/go-chi/chi/v5"
@@ -284,29 +283,60 @@ func (c *Console) disconnectClient(w http.ResponseWriter, r *http.Request) {
 	name, keyID := clientRef(r)
 	op := operatorOf(r).Name
 	var found *relay.ClientInfo
+	here := false
 	for _, ci := range c.Relay.Clients() {
 		if ci.Name == name && ci.KeyID == keyID {
-			found = &ci
+			found, here = &ci, true
 		}
 	}
-	d, ok := c.Relay.(clientDropper)
-	if found == nil || !ok {
-		c.fail(w, r, &Error{Status: http.StatusNotFound,
-			Message: "Client " + name + " is not connected to this node (it has gone, or another node holds it)."})
+	if found == nil {
+		// Another node's, if the cluster lists it.
+		all, _ := c.allClients(r.Context())
+		for _, ci := range all {
+			if ci.Name == name && ci.KeyID == keyID {
+				found = &ci
+			}
+		}
+	}
+	if found == nil {
+		c.fail(w, r, &Error{Status: http.StatusNotFound, Message: "Client " + name + " is not connected (it has gone)."})
 		return
 	}
 	reason := "disconnected by operator " + op
-	if !d.DropClient(name, keyID, "", reason) {
-		c.fail(w, r, &Error{Status: http.StatusNotFound, Message: "Client " + name + " has already disconnected."})
+	gone := &Error{Status: http.StatusNotFound, Message: "Client " + name + " has already disconnected."}
+	switch cd, ok := c.Cluster.(clusterDropper); {
+	case here:
+		d, ok := c.Relay.(clientDropper)
+		if !ok || !d.DropClient(name, keyID, "", reason) {
+			c.fail(w, r, gone)
+			return
+		}
+	case ok:
+		if err := cd.DisconnectClusterClient(r.Context(), found.Node, name, keyID, op); err != nil {
+			if c.Logger != nil {
+				c.Logger.Warn("console: cannot disconnect a Client of another node", "client", name, "node", found.Node, "err", err)
+			}
+			gone.Message = "Client " + name + " has already disconnected, or its node " + found.Node + " cannot be reached now."
+			c.fail(w, r, gone)
+			return
+		}
+	default:
+		c.fail(w, r, &Error{Status: http.StatusNotFound,
+			Message: "Client " + name + " is connected to node " + found.Node + ": disconnect it from that node's console."})
 		return
 	}
 	// The relay records no "Disconnected" for a connection it was told to
-	// drop; this is that record, with who did it.
+	// drop; this is that record, with who did it, on the node they used.
 	e := event.ClientDisconnected(found.Name, found.RealIP, found.PublicIP)
 	e.Time, e.Operator, e.Reason = c.now(), op, reason
 	c.Events.Emit(e)
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
 	_ = web.OKFragment("Disconnected Client "+name+". Its agent reconnects by itself unless it is stopped.").Render(r.Context(), w)
+}
+
+// clusterDropper disconnects a Client of any node of a cluster.
+type clusterDropper interface {
+	DisconnectClusterClient(ctx context.Context, node, name, keyID, by string) error
 }
 
 // forgetClient removes an offline Client from the known ones.
@@ -334,16 +364,10 @@ func (c *Console) forgetClient(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	c.emit(r, event.KindOperator, fmt.Sprintf("Operator %s forgot Client %s", operatorOf(r).Name, name))
-	knownChanged.Add(1)
+	c.knownChanged.Add(1)
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
 	_ = web.OKFragment("Forgot Client "+name+". It is listed again if it connects.").Render(r.Context(), w)
 }
-
-// knownChanged counts the console's changes of the known Clients, so that
-// the open Clients pages render their offline list again at once rather
-// than at their next refresh. Shared by every Console of the process: a
-// change seen by another is only an early refresh.
-var knownChanged atomic.Uint64
 
 // connectCommands are the Control commands that open each service of the
 // Client through this gateway, as the admin reached it: the command pins

@@ -167,7 +167,7 @@ func (c *Console) clientsPage(w http.ResponseWriter, r *http.Request) {
 // read again every clusterRefresh.
 func (c *Console) clientsStream(w http.ResponseWriter, r *http.Request) {
 	q := parseClientsQuery(r.URL.Query())
-	seen, forgotten := c.Relay.Version(), knownChanged.Load()
+	seen, forgotten := c.Relay.Version(), c.knownChanged.Load()
 	last := time.Now()
 	var offline web.ClientsView // the offline list last read, and when
 	var lastOffline time.Time
@@ -176,7 +176,7 @@ func (c *Console) clientsStream(w http.ResponseWriter, r *http.Request) {
 		refresh = clusterRefresh
 	}
 	c.stream(w, r, func(ctx context.Context) ([]sseEvent, error) {
-		v, k := c.Relay.Version(), knownChanged.Load()
+		v, k := c.Relay.Version(), c.knownChanged.Load()
 		if v == seen && k == forgotten && time.Since(last) < refresh {
 			return nil, nil
 		}

@@ -26,8 +26,8 @@ package gateway
 //	Switchboard-Node-Proof: hex HMAC-SHA256(secret, "switchboard node link v1 reply\n" to "\n" from "\n" nonce "\n")
 //
 // After the 101 the caller sends one frame: NodeOpen (a session; see
-// relay/cluster.go), NodeSessions (answered with SessionList frames) or
-// NodeEnd (answered with Ready, or Error not_found).
+// relay/cluster.go), NodeSessions (answered with SessionList frames),
+// NodeEnd or NodeDrop (answered with Ready, or Error not_found).
 
 import (
 	"bufio"
@@ -240,6 +240,19 @@ func (p *peers) serveLink(ctx context.Context, conn net.Conn, br *bufio.Reader, 
 		}
 		p.g.log.Info("cluster: session terminated at another node's request", "session", e.SessionID, "node", from, "by", e.By)
 		_ = wire.WriteFrame(conn, wire.TypeReady, wire.Ready{SessionID: e.SessionID})
+		conn.Close()
+	case wire.TypeNodeDrop:
+		var d wire.NodeDrop
+		if err := wire.Decode(t, payload, &d); err != nil || d.Check() != nil {
+			refuse(wire.CodeBadRequest, "bad node-drop frame")
+			return
+		}
+		if !p.g.relay.DropClient(d.Client, d.KeyID, "", "disconnected by operator "+d.By+" (on node "+from+")") {
+			refuse(wire.CodeNotFound, "that Client is no longer connected to node "+p.g.cfg.Node)
+			return
+		}
+		p.g.log.Info("cluster: Client disconnected at another node's request", "client", d.Client, "node", from, "by", d.By)
+		_ = wire.WriteFrame(conn, wire.TypeReady, wire.Ready{})
 		conn.Close()
 	default:
 		refuse(wire.CodeBadRequest, "unexpected "+t.String()+" frame on a node link")
@@ -498,4 +511,29 @@ func healthzNode(ctx context.Context, d *peer.Dialer) (string, error) {
 		return "", fmt.Errorf("/healthz answered %s", resp.Status)
 	}
 	return resp.Header.Get(handlers.NodeHeader), nil
+}
+
+// errClientGone is DisconnectClusterClient's answer for a Client that
+// left already.
+var errClientGone = errors.New("that Client is no longer connected")
+
+// DisconnectClusterClient closes the control channel of Client name (key
+// keyID) that node holds; by is the operator asking. The Client's agent
+// reconnects by itself, and its sessions go on.
+func (p *peers) DisconnectClusterClient(ctx context.Context, node, name, keyID, by string) error {
+	if node == "" || node == p.g.cfg.Node {
+		if !p.g.relay.DropClient(name, keyID, "", "disconnected by operator "+by) {
+			return errClientGone
+		}
+		return nil
+	}
+	return p.ask(ctx, node, wire.TypeNodeDrop, wire.NodeDrop{Client: name, KeyID: keyID, By: by}, func(r *bufio.Reader) error {
+		var rd wire.Ready
+		err := wire.Expect(r, wire.TypeReady, &rd)
+		var we *wire.Error
+		if errors.As(err, &we) && we.Code == wire.CodeNotFound {
+			return errClientGone
+		}
+		return err
+	})
 }

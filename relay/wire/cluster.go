@@ -215,6 +215,25 @@ type NodeEnd struct {
 	By        string `json:"by"`
 }
 
+// NodeDrop asks a node to close the control channel of a Client it holds
+// (a console's Disconnect on another node); By is the operator who asked.
+type NodeDrop struct {
+	Client string `json:"client"`
+	KeyID  string `json:"key_id"`
+	By     string `json:"by"`
+}
+
+// Check validates a NodeDrop.
+func (d *NodeDrop) Check() error {
+	if err := CheckName("client", d.Client); err != nil {
+		return err
+	}
+	if err := checkHex("key_id", d.KeyID); err != nil {
+		return err
+	}
+	return CheckText("by", d.By, MaxOperatorLen)
+}
+
 // Check validates a NodeEnd.
 func (e *NodeEnd) Check() error {
 	if err := checkHex("session_id", e.SessionID); err != nil {

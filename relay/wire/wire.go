@@ -134,6 +134,7 @@ const (
 	TypeNodeSessions Type = 20
 	TypeSessionList  Type = 21
 	TypeNodeEnd      Type = 22
+	TypeNodeDrop     Type = 23
 )
 
 func (t Type) String() string {
@@ -182,6 +183,8 @@ func (t Type) String() string {
 		return "session-list"
 	case TypeNodeEnd:
 		return "node-end"
+	case TypeNodeDrop:
+		return "node-drop"
 	}
 	return fmt.Sprintf("type(%d)", uint8(t))
 }
