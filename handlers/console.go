@@ -372,8 +372,17 @@ func (c *Console) now() time.Time {
 }
 
 // emit records an event done by the signed-in operator.
-func (c *Console) emit(r *http.Request, kind event.Kind, msg string) {
-	c.Events.Emit(event.Event{Time: c.now(), Kind: kind, Message: event.OneLine(msg), Operator: operatorOf(r).Name, PublicIP: remoteIP(r)})
+// record emits e, made by an event constructor, at the console's time and
+// with the address the operator acts from.
+func (c *Console) record(r *http.Request, e event.Event) {
+	e.Time = c.now()
+	if e.Operator == "" {
+		e.Operator = event.Safe(operatorOf(r).Name)
+	}
+	if e.PublicIP == "" {
+		e.PublicIP = event.Safe(remoteIP(r))
+	}
+	c.Events.Emit(e)
 }
 
 // safeNext keeps a post-sign-in redirect on the console.

@@ -120,7 +120,7 @@ func (c *Console) changePassword(w http.ResponseWriter, r *http.Request) {
 	}
 	op.PasswordHash = hash
 	c.Sessions.Put(ctx, sessionPasswordMark, passwordMark(op))
-	c.emit(r, event.KindOperator, fmt.Sprintf("Operator %s changed their password", op.Name))
+	c.record(r, event.PasswordChanged(op.Name))
 	c.accountDone(w, r, nil, "Your password is changed. Controls that kept your sign-in must sign in again.")
 }
 
@@ -416,7 +416,7 @@ func (c *Console) save2FA(w http.ResponseWriter, r *http.Request) {
 	case ikey == "" && host == "" && stored.DuoConfigured():
 		what += ", Duo removed"
 	}
-	c.emit(r, event.KindConfig, fmt.Sprintf("Operator %s changed 2FA settings: %s", operatorOf(r).Name, what))
+	c.record(r, event.TwoFactorChanged(operatorOf(r).Name, what))
 	if set.Require2FA {
 		if names, err := c.withoutFactor(ctx, set); err != nil {
 			c.fail(w, r, err)

@@ -363,7 +363,7 @@ func (c *Console) forgetClient(w http.ResponseWriter, r *http.Request) {
 		c.fail(w, r, err)
 		return
 	}
-	c.emit(r, event.KindOperator, fmt.Sprintf("Operator %s forgot Client %s", operatorOf(r).Name, name))
+	c.record(r, event.ClientForgotten(operatorOf(r).Name, name))
 	c.knownChanged.Add(1)
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
 	_ = web.OKFragment("Forgot Client "+name+". It is listed again if it connects.").Render(r.Context(), w)

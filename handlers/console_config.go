@@ -248,8 +248,7 @@ func (c *Console) saveConfig(r *http.Request, old, cur config.Config) (string, e
 	if err := c.Config.SaveConfig(r.Context(), cur); err != nil {
 		return "", err
 	}
-	msg := fmt.Sprintf("Operator %s changed %s", operatorOf(r).Name, strings.Join(changes, "; "))
-	c.emit(r, event.KindConfig, msg)
+	c.record(r, event.ConfigChanged(operatorOf(r).Name, strings.Join(changes, "; ")))
 	return "Applied: " + strings.Join(changes, "; ") + ".", nil
 }
 
@@ -400,7 +399,7 @@ func (c *Console) addKey(w http.ResponseWriter, r *http.Request) {
 		c.done(w, r, "keys", badRequest("That key is already on this gateway (key "+id+")."), "")
 		return
 	}
-	c.emit(r, event.KindConfig, fmt.Sprintf("Operator %s added gateway key %s (%s)", operatorOf(r).Name, id, label))
+	c.record(r, event.KeyAdded(operatorOf(r).Name, id, label))
 	c.done(w, r, "keys", nil, "Added key "+id+". It admits Clients and Controls within a second.")
 }
 
@@ -418,7 +417,7 @@ func (c *Console) removeKey(w http.ResponseWriter, r *http.Request) {
 		err = badRequest("That key was already removed.")
 	}
 	if err == nil {
-		c.emit(r, event.KindConfig, fmt.Sprintf("Operator %s removed gateway key %s", operatorOf(r).Name, id))
+		c.record(r, event.KeyRemoved(operatorOf(r).Name, id))
 	}
 	c.done(w, r, "keys", err, "Removed key "+id+": its "+web.Plural(held, "Client", "Clients")+" and the Controls using it are disconnected.")
 }
@@ -435,7 +434,7 @@ func (c *Console) labelKey(w http.ResponseWriter, r *http.Request) {
 		err = badRequest("That key was removed.")
 	}
 	if err == nil {
-		c.emit(r, event.KindConfig, fmt.Sprintf("Operator %s labelled gateway key %s %q", operatorOf(r).Name, id, label))
+		c.record(r, event.KeyLabelled(operatorOf(r).Name, id, label))
 	}
 	c.done(w, r, "keys", err, "Saved the label.")
 }
@@ -476,7 +475,7 @@ func (c *Console) addOperator(w http.ResponseWriter, r *http.Request) {
 		err = badRequest("An operator called " + name + " exists already.")
 	}
 	if err == nil {
-		c.emit(r, event.KindConfig, fmt.Sprintf("Operator %s added operator %s with role %s", operatorOf(r).Name, name, role))
+		c.record(r, event.OperatorAdded(operatorOf(r).Name, name, role))
 	}
 	c.done(w, r, "operators", err, "Added operator "+name+".")
 }
@@ -576,7 +575,7 @@ func (c *Console) updateOperator(w http.ResponseWriter, r *http.Request) {
 		if resetTOTP {
 			what += ", enrolled app removed"
 		}
-		c.emit(r, event.KindConfig, fmt.Sprintf("Operator %s changed operator %s: %s", operatorOf(r).Name, name, what))
+		c.record(r, event.OperatorChanged(operatorOf(r).Name, name, what))
 		enrolled := op.TOTPSecret != "" && !resetTOTP
 		if warn := factorWarning(name, factor, enrolled, require2FA || set.Require2FA, set); warn != "" {
 			c.Sessions.Put(ctx, flashWarn, "Saved operator "+name+", but: "+warn)
@@ -654,7 +653,7 @@ func (c *Console) setOperatorDisabled(disabled bool) http.HandlerFunc {
 			state = "disabled"
 			c.endOperatorSessions(ctx, name)
 		}
-		c.emit(r, event.KindConfig, fmt.Sprintf("Operator %s %s operator %s", by, state, name))
+		c.record(r, event.OperatorEnabled(by, state, name))
 		c.done(w, r, "operators", nil, "Operator "+name+" is "+state+".")
 	}
 }
@@ -685,7 +684,7 @@ func (c *Console) deleteOperator(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	c.endOperatorSessions(ctx, name)
-	c.emit(r, event.KindConfig, fmt.Sprintf("Operator %s deleted operator %s", by, name))
+	c.record(r, event.OperatorDeleted(by, name))
 	c.done(w, r, "operators", nil, "Deleted operator "+name+".")
 }
 
@@ -718,7 +717,7 @@ func (c *Console) uploadCertificate(w http.ResponseWriter, r *http.Request) {
 		c.done(w, r, "security", badRequest("The certificate and key do not load: "+err.Error()), "")
 		return
 	}
-	c.emit(r, event.KindConfig, fmt.Sprintf("Operator %s installed a new certificate (SHA-256 %s)", operatorOf(r).Name, fp))
+	c.record(r, event.CertificateInstalled(operatorOf(r).Name, fp))
 	// Remembered as the source, so the next start serves it too.
 	if _, err := c.changeConfig(r, func(cfg *config.Config) error {
 		cfg.TLSSource = "uploaded"

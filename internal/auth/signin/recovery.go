@@ -100,9 +100,9 @@ func (s *Service) IssueRecoveryCodes(ctx context.Context, op db.Operator, ip str
 	if err := st.SetRecoveryCodes(ctx, op.ID, hashes); err != nil {
 		return nil, s.storeTrouble(ctx, err)
 	}
-	name, ip := event.Safe(op.Name), event.Safe(ip)
-	s.events.Emit(event.Event{Time: s.now(), Kind: event.KindOperator, Operator: name, PublicIP: ip,
-		Message: fmt.Sprintf("Operator %s generated %d new recovery codes from %s", name, len(codes), ip)})
+	e := event.RecoveryCodesMade(op.Name, ip, len(codes))
+	e.Time = s.now()
+	s.events.Emit(e)
 	return codes, nil
 }
 
@@ -131,9 +131,9 @@ func (s *Service) checkRecovery(ctx context.Context, op db.Operator, code, ip st
 		if !used {
 			break // spent in parallel: the other sign-in had it
 		}
-		name, ip := event.Safe(op.Name), event.Safe(ip)
-		s.events.Emit(event.Event{Time: s.now(), Kind: event.KindOperator, Operator: name, PublicIP: ip,
-			Message: fmt.Sprintf("Operator %s used a recovery code from %s instead of a TOTP code (%d left)", name, ip, left)})
+		e := event.RecoveryCodeUsed(op.Name, ip, left)
+		e.Time = s.now()
+		s.events.Emit(e)
 		return nil
 	}
 	if len(stored) == 0 {
