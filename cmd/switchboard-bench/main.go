@@ -76,7 +76,7 @@ func main() {
 	flag.IntVar(&o.pings, "pings", 5000, "ping-pong round trips per path and round")
 	flag.IntVar(&o.msgSize, "msg-size", 64, "ping-pong message size in bytes")
 	flag.IntVar(&o.sessions, "sessions", 300, "sessions opened per path and round by the set-up test")
-	flag.StringVar(&o.only, "only", "bulk,pingpong,setup,failover,idle", "parts to run (comma-separated): the path measurements bulk, pingpong and setup; failover; idle")
+	flag.StringVar(&o.only, "only", "bulk,pingpong,setup,oneshot,failover,idle", "parts to run (comma-separated): the path measurements bulk, pingpong, setup and oneshot; failover; idle")
 	flag.IntVar(&o.clients, "clients", 10000, "idle Clients to connect to a fresh gateway; 0 skips the idle test")
 	flag.IntVar(&o.workers, "connect-workers", 64, "idle Clients connecting at once")
 	flag.DurationVar(&o.hbEvery, "hb-every", 5*time.Second, "heartbeat interval of idle Clients during the CPU window")
@@ -120,11 +120,11 @@ func run(ctx context.Context, o options) (*report, error) {
 	only := map[string]bool{}
 	for _, m := range strings.Split(o.only, ",") {
 		switch m = strings.TrimSpace(m); m {
-		case "bulk", "pingpong", "setup", "failover", "idle":
+		case "bulk", "pingpong", "setup", "oneshot", "failover", "idle":
 			only[m] = true
 		case "":
 		default:
-			return nil, fmt.Errorf("--only: unknown part %q (the parts: bulk, pingpong, setup, failover, idle)", m)
+			return nil, fmt.Errorf("--only: unknown part %q (the parts: bulk, pingpong, setup, oneshot, failover, idle)", m)
 		}
 	}
 	if !only["idle"] {
@@ -163,7 +163,7 @@ func run(ctx context.Context, o options) (*report, error) {
 		}
 	}
 	rep := newReport(o, nofile)
-	if o.rounds > 0 && (only["bulk"] || only["pingpong"] || only["setup"]) {
+	if o.rounds > 0 && (only["bulk"] || only["pingpong"] || only["setup"] || only["oneshot"]) {
 		if err := runPaths(ctx, o, dir, only, rep); err != nil {
 			return rep, err
 		}

@@ -32,7 +32,9 @@ type report struct {
 	Targets  []targetVerdict `json:"targets"`
 	Idle     *idleResult     `json:"idle,omitempty"`
 	Failover *failoverResult `json:"failover,omitempty"`
-	streams  int
+	// Oneshot is the start-to-answer time of one-shot commands.
+	Oneshot []*oneshotFigure `json:"oneshot,omitempty"`
+	streams int
 }
 
 type machine struct {
@@ -210,6 +212,9 @@ func (r *report) writeTable(w io.Writer) {
 		if i.Dropped > 0 {
 			fmt.Fprintf(w, "  WARNING: %d heartbeats found their connection dropped\n", i.Dropped)
 		}
+	}
+	if len(r.Oneshot) > 0 {
+		writeOneshot(w, r.Oneshot)
 	}
 	if f := r.Failover; f != nil {
 		writeFailover(w, f)

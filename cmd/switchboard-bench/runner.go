@@ -57,6 +57,7 @@ func runPaths(ctx context.Context, o options, dir string, only map[string]bool, 
 		tcpPath("forwarder-2hop", true, fwd2.front),
 		tcpPath("forwarder-2proc", true, fwd2p.front),
 	}
+	var relays []relayGateway
 	for _, gw := range []struct {
 		name string
 		cert *benchCert
@@ -82,6 +83,7 @@ func runPaths(ctx context.Context, o options, dir string, only map[string]bool, 
 			return fmt.Errorf("%s: %w (agent log %s)", gw.name, err, ag.log.Name())
 		}
 		paths = append(paths, relayPath(gw.name, ctl, benchClient))
+		relays = append(relays, relayGateway{name: gw.name, g: g, ca: ca})
 	}
 	for _, p := range paths {
 		rep.addPath(p)
@@ -126,6 +128,11 @@ func runPaths(ctx context.Context, o options, dir string, only map[string]bool, 
 	}
 	for r := range o.rounds {
 		logf("round %d of %d", r+1, o.rounds)
+		if only["oneshot"] {
+			if err := oneshotRound(ctx, o.bin, dir, relays, rep); err != nil {
+				return err
+			}
+		}
 		for _, s := range steps {
 			if !only[s.group] {
 				continue
@@ -136,6 +143,43 @@ func runPaths(ctx context.Context, o options, dir string, only map[string]bool, 
 					return err
 				}
 			}
+		}
+	}
+	return nil
+}
+
+// relayGateway is a gateway of the path measurements, for oneshot.
+type relayGateway struct {
+	name string
+	g    *gateway
+	ca   string // the CA file of its certificate, "" for plain http
+	file string // a gateways file remembering it, made on first use
+}
+
+// oneshotRound times each one-shot command oneshotRuns times.
+func oneshotRound(ctx context.Context, bin, dir string, relays []relayGateway, rep *report) error {
+	for range oneshotRuns {
+		d, err := oneshotBare(ctx, bin)
+		if err != nil {
+			return err
+		}
+		rep.addOneshot("switchboard version (bare start)", d)
+		for i := range relays {
+			r := &relays[i]
+			d, err := oneshotStdio(ctx, bin, r.g, r.ca, "")
+			if err != nil {
+				return err
+			}
+			rep.addOneshot("control connect --stdio, "+r.name+", --key", d)
+			if r.file == "" {
+				if r.file, err = remember(ctx, bin, dir, r.g, r.ca); err != nil {
+					return err
+				}
+			}
+			if d, err = oneshotStdio(ctx, bin, r.g, r.ca, r.file); err != nil {
+				return err
+			}
+			rep.addOneshot("control connect --stdio, "+r.name+", remembered", d)
 		}
 	}
 	return nil
