@@ -197,11 +197,10 @@ func TestConsoleDashboard(t *testing.T) {
 
 	// Active Sessions names its Terminate buttons by row and asks first.
 	d := b.acceptDialogs()
-	b.run("terminate from Active Sessions",
-		chromedp.Navigate(g.https()+"/console/sessions"),
-		chromedp.Click(`button[aria-label="Terminate session pc-d1 ← op-dash"]`, chromedp.ByQuery),
-		chromedp.WaitVisible(`#sessions-flash .flash.ok`, chromedp.ByQuery),
-	)
+	b.run("open Active Sessions", chromedp.Navigate(g.https()+"/console/sessions"),
+		chromedp.WaitVisible(`button[aria-label="Terminate session pc-d1 ← op-dash"]`, chromedp.ByQuery))
+	b.clickLive("terminate from Active Sessions", `button[aria-label="Terminate session pc-d1 ← op-dash"]`)
+	b.run("see it terminated", chromedp.WaitVisible(`#sessions-flash .flash.ok`, chromedp.ByQuery))
 	if msg := d.last(); !strings.Contains(msg, "Terminate the session of Control op-dash with Client pc-d1 (echo)?") {
 		t.Errorf("confirmation said %q", msg)
 	}
@@ -277,10 +276,8 @@ func TestConsoleClientPage(t *testing.T) {
 	<-controlDone
 
 	d := b.acceptDialogs()
-	b.run("disconnect it",
-		chromedp.Click(`button[aria-label="Disconnect Client pc-page"]`, chromedp.ByQuery),
-		chromedp.WaitVisible(`#client-flash .flash.ok`, chromedp.ByQuery),
-	)
+	b.clickLive("disconnect it", `button[aria-label="Disconnect Client pc-page"]`)
+	b.run("see it disconnected", chromedp.WaitVisible(`#client-flash .flash.ok`, chromedp.ByQuery))
 	if msg := d.last(); !strings.HasPrefix(msg, "Disconnect Client pc-page?") {
 		t.Errorf("confirmation said %q", msg)
 	}
@@ -313,9 +310,10 @@ func TestConsoleClientPage(t *testing.T) {
 		chromedp.WaitVisible(`#client-last-seen`, chromedp.ByQuery),
 	)
 	b.waitText("state", `#client-state`, "offline")
-	b.run("forget it",
-		chromedp.Navigate(g.https()+"/console/clients"),
-		chromedp.Click(`button[aria-label="Forget Client pc-page"]`, chromedp.ByQuery),
+	b.run("open Clients", chromedp.Navigate(g.https()+"/console/clients"),
+		chromedp.WaitVisible(`button[aria-label="Forget Client pc-page"]`, chromedp.ByQuery))
+	b.clickLive("forget it", `button[aria-label="Forget Client pc-page"]`)
+	b.run("see it forgotten",
 		chromedp.WaitVisible(`#clients-flash .flash.ok`, chromedp.ByQuery),
 		chromedp.WaitNotPresent(`tr[data-offline-client="pc-page"]`, chromedp.ByQuery),
 	)

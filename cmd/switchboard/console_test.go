@@ -114,6 +114,25 @@ func (b *browser) run(what string, actions ...chromedp.Action) {
 	}
 }
 
+// clickLive clicks sel on a live page, whose SSE re-render may replace
+// the node between finding it and clicking it ("Could not find node with
+// given id"): that is retried, anything else fails the test.
+func (b *browser) clickLive(what, sel string) {
+	b.t.Helper()
+	for attempt := 1; ; attempt++ {
+		ctx, cancel := context.WithTimeout(b.ctx, 20*time.Second)
+		err := chromedp.Run(ctx, chromedp.Click(sel, chromedp.ByQuery))
+		cancel()
+		if err == nil {
+			return
+		}
+		if attempt == 5 || !strings.Contains(err.Error(), "Could not find node") {
+			b.t.Fatalf("%s: %v", what, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
 func (b *browser) text(sel string) string {
 	b.t.Helper()
 	var s string
