@@ -275,8 +275,8 @@ func TestConsoleTerminatesSession(t *testing.T) {
 		}
 	}
 	b.acceptDialogs()
-	b.run("terminate it",
-		chromedp.Click(`tr[data-session] button.danger`, chromedp.ByQuery),
+	b.clickLive("terminate it", `tr[data-session] button.danger`)
+	b.run("see it terminated",
 		chromedp.WaitVisible(`#sessions-flash .flash.ok`, chromedp.ByQuery),
 		chromedp.WaitNotPresent(`tr[data-session]`, chromedp.ByQuery),
 	)
