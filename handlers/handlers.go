@@ -6,6 +6,8 @@ package handlers
 import (
 	"bufio"
 	"context"
+	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
@@ -96,36 +98,52 @@ func (h *Handlers) relayUpgrade(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "this gateway accepts only encrypted connections: use an https:// gateway address", http.StatusForbidden)
 		return
 	}
-	hj, ok := w.(http.Hijacker)
-	if !ok {
-		http.Error(w, "connection cannot be upgraded", http.StatusInternalServerError)
-		return
-	}
-	conn, brw, err := hj.Hijack()
+	conn, br, err := SwitchProtocols(w, wire.Protocol, nil)
 	if err != nil {
-		h.Logger.Error("relay upgrade: hijack", "err", err)
+		h.Logger.Error("relay upgrade", "err", err)
 		return
-	}
-	_, err = brw.WriteString("HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: " + wire.Protocol + "\r\n\r\n")
-	if err == nil {
-		err = brw.Flush()
-	}
-	if err != nil {
-		conn.Close()
-		return
-	}
-	// Keep net/http's reader only if it holds bytes past the request: a
-	// peer must not send before the challenge, so it normally holds none.
-	var br *bufio.Reader
-	if brw.Reader.Buffered() > 0 {
-		br = brw.Reader
-	} else {
-		br = bufio.NewReaderSize(conn, 512)
 	}
 	// The request's context ends when this handler returns; the relay ends
 	// connections itself on Shutdown and Close.
 	ctx := context.WithoutCancel(r.Context())
 	h.Relay.Accept(ctx, conn, br, remoteIP(r))
+}
+
+// SwitchProtocols answers an Upgrade request with 101 for protocol (and
+// header), takes the connection from net/http and returns it with its
+// reader. net/http's reader is kept only if it holds bytes past the
+// request (peers must not send before the 101's answer, so it normally
+// holds none, and its 4 KiB buffer goes). On an error the caller has
+// nothing to close; before a hijack the client got a 500.
+func SwitchProtocols(w http.ResponseWriter, protocol string, header http.Header) (net.Conn, *bufio.Reader, error) {
+	hj, ok := w.(http.Hijacker)
+	if !ok {
+		http.Error(w, "connection cannot be upgraded", http.StatusInternalServerError)
+		return nil, nil, errors.New("the connection cannot be hijacked")
+	}
+	conn, brw, err := hj.Hijack()
+	if err != nil {
+		return nil, nil, fmt.Errorf("hijack: %w", err)
+	}
+	var resp strings.Builder
+	resp.WriteString("HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: " + protocol + "\r\n")
+	for k, vs := range header {
+		for _, v := range vs {
+			resp.WriteString(k + ": " + v + "\r\n")
+		}
+	}
+	resp.WriteString("\r\n")
+	if _, err = brw.WriteString(resp.String()); err == nil {
+		err = brw.Flush()
+	}
+	if err != nil {
+		conn.Close()
+		return nil, nil, fmt.Errorf("send 101: %w", err)
+	}
+	if brw.Reader.Buffered() > 0 {
+		return conn, brw.Reader, nil
+	}
+	return conn, bufio.NewReaderSize(conn, 512), nil
 }
 
 func headerHas(hdr http.Header, name, token string) bool {

@@ -168,27 +168,14 @@ func (p *peers) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, errNotANode.Error(), http.StatusForbidden)
 		return
 	}
-	hj, ok := w.(http.Hijacker)
-	if !ok {
-		http.Error(w, "connection cannot be upgraded", http.StatusInternalServerError)
-		return
-	}
-	conn, brw, err := hj.Hijack()
+	proof := http.Header{}
+	proof.Set(hdrNodeProof, hex.EncodeToString(p.replyMAC(from, p.g.cfg.Node, r.Header.Get(hdrNodeNonce))))
+	conn, br, err := handlers.SwitchProtocols(w, wire.NodeProtocol, proof)
 	if err != nil {
-		p.g.log.Error("cluster: node link: hijack", "err", err)
+		p.g.log.Error("cluster: node link", "err", err)
 		return
 	}
-	proof := hex.EncodeToString(p.replyMAC(from, p.g.cfg.Node, r.Header.Get(hdrNodeNonce)))
-	_, err = brw.WriteString("HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: " + wire.NodeProtocol +
-		"\r\n" + hdrNodeProof + ": " + proof + "\r\n\r\n")
-	if err == nil {
-		err = brw.Flush()
-	}
-	if err != nil {
-		conn.Close()
-		return
-	}
-	p.serveLink(context.WithoutCancel(r.Context()), conn, brw.Reader, from)
+	p.serveLink(context.WithoutCancel(r.Context()), conn, br, from)
 }
 
 // serveLink answers the one request of a link; it owns conn.

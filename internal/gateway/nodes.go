@@ -129,6 +129,10 @@ type nodeReg struct {
 	left   bool // leaveNode ran
 	stop   context.CancelFunc
 	done   chan struct{} // closed when the heartbeat loop has ended
+
+	// forgot is when the heartbeat loop last removed long-lost nodes:
+	// a day's grace needs no check every heartbeat.
+	forgot time.Time
 }
 
 // checkClock refuses a start on a clock more than MaxClockSkew away from
@@ -301,7 +305,7 @@ func (g *Gateway) heartbeat(ctx context.Context) {
 		case <-t.C:
 		}
 		err := g.heartbeatOnce(ctx)
-		g.leaseRenewed(ctx, g.DB(), err == nil)
+		g.leaseRenewed(err == nil)
 		if ctx.Err() != nil {
 			return
 		}
@@ -360,9 +364,12 @@ func (g *Gateway) heartbeatOnce(ctx context.Context) error {
 		g.log.Warn("node registry: node lost", "node", n.Name, "url", n.AdvertiseURL, "last_seen_ago", n.Age.Round(time.Second))
 		g.events.Emit(event.NodeLost(n.Name))
 	}
-	if forgotten, err := st.ForgetLostNodes(ctx, db.LostNodeKept); err == nil {
-		for _, name := range forgotten {
-			g.log.Info("node registry: a node lost for a day is off the list", "node", name)
+	if time.Since(reg.forgot) >= time.Minute {
+		reg.forgot = time.Now()
+		if forgotten, err := st.ForgetLostNodes(ctx, db.LostNodeKept); err == nil {
+			for _, name := range forgotten {
+				g.log.Info("node registry: a node lost for a day is off the list", "node", name)
+			}
 		}
 	}
 	if len(lost) > 0 {

@@ -14,7 +14,6 @@ package gateway
 // admitting: there is nowhere else to go, and nobody to disagree with.
 
 import (
-	"context"
 	"sync"
 	"time"
 
@@ -32,20 +31,14 @@ type leaseWatch struct {
 	closed  bool      // the relay refuses new Clients
 }
 
-// renewed records a renewal's outcome. st is read for the other nodes
-// after a good one.
-func (g *Gateway) leaseRenewed(ctx context.Context, st *db.DB, ok bool) {
+// leaseRenewed records a renewal's outcome. Whether other nodes are live
+// is the placer's last read of the nodes table (it reads it anyway).
+func (g *Gateway) leaseRenewed(ok bool) {
 	w := &g.lease
 	now := time.Now()
 	others := false
-	if ok {
-		if nodes, err := st.Nodes(ctx); err == nil {
-			for _, n := range nodes {
-				if n.Name != g.cfg.Node && n.LostAt.IsZero() && n.Age <= db.NodeLease {
-					others = true
-				}
-			}
-		}
+	if v := g.placer.view.Load(); v != nil {
+		others = v.othersLive
 	}
 	w.mu.Lock()
 	if ok {

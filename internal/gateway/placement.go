@@ -167,6 +167,8 @@ type clusterView struct {
 	list wire.Nodes
 	// targets are the balanced nodes fresh enough to take Clients.
 	targets []wire.NodeAddr
+	// othersLive: another node holds a live lease (outage.go).
+	othersLive bool
 }
 
 func (v *clusterView) isTarget(node string) bool {
@@ -454,6 +456,9 @@ func (p *placer) refresh(ctx context.Context) ([]db.Node, error) {
 			continue
 		}
 		v.roles[n.Name] = n.Role
+		if n.LostAt.IsZero() && n.Age <= db.NodeLease {
+			v.othersLive = true
+		}
 		// Renewed after its claim: the node has joined, so it listens, and
 		// its URL has the port it bound (a claim may name port 0).
 		joined := n.LastSeen.After(n.StartedAt)

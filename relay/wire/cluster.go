@@ -106,9 +106,12 @@ func CheckFingerprint(field, s string) error {
 	return checkHex(field, s)
 }
 
+// CheckSessionID accepts a session ID as the gateway makes them.
+func CheckSessionID(id string) error { return checkHex("session_id", id) }
+
 // Check validates an Open from a gateway.
 func (o *Open) Check() error {
-	if err := checkHex("session_id", o.SessionID); err != nil {
+	if err := CheckSessionID(o.SessionID); err != nil {
 		return err
 	}
 	if err := CheckName("service", o.Service); err != nil {

@@ -562,8 +562,7 @@ func (a *Agent) serve(ctx, sessCtx context.Context, ch *channel) error {
 
 // cleanID is a session ID fit to send back, or "" when it is not one.
 func cleanID(id string) string {
-	o := wire.Open{SessionID: id, Service: "x", Control: "x"}
-	if o.Check() != nil {
+	if wire.CheckSessionID(id) != nil {
 		return ""
 	}
 	return id
