@@ -564,7 +564,14 @@ type Stats struct {
 func (s *Server) Stats() Stats {
 	s.mu.Lock()
 	st := Stats{Clients: len(s.clients)}
+	xs := make([]*session, 0, len(s.sessions))
 	for _, x := range s.sessions {
+		xs = append(xs, x)
+	}
+	s.mu.Unlock()
+	// Outside the lock: a spliced direction's count is a system call,
+	// and registrations wait on the lock.
+	for _, x := range xs {
 		if x.hopFor == "" {
 			st.Sessions++
 		}
@@ -573,7 +580,6 @@ func (s *Server) Stats() Stats {
 		st.BytesUp += x.up.pending()
 		st.BytesDown += x.down.pending()
 	}
-	s.mu.Unlock()
 	st.BytesUp += s.bytesUp.Load()
 	st.BytesDown += s.bytesDown.Load()
 	return st

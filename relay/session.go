@@ -66,8 +66,14 @@ type SessionInfo struct {
 // Sessions lists the active sessions, oldest first.
 func (s *Server) Sessions() []SessionInfo {
 	s.mu.Lock()
-	out := make([]SessionInfo, 0, len(s.sessions))
+	xs := make([]*session, 0, len(s.sessions))
 	for _, x := range s.sessions {
+		xs = append(xs, x)
+	}
+	s.mu.Unlock()
+	// Outside the lock: a spliced direction's count is a system call.
+	out := make([]SessionInfo, 0, len(xs))
+	for _, x := range xs {
 		if x.hopFor != "" {
 			continue
 		}
@@ -76,7 +82,6 @@ func (s *Server) Sessions() []SessionInfo {
 			Service: x.service, Started: x.started, BytesUp: x.up.Load(), BytesDown: x.down.Load(), ClientNode: x.via,
 		})
 	}
-	s.mu.Unlock()
 	slices.SortFunc(out, func(a, b SessionInfo) int { return a.Started.Compare(b.Started) })
 	return out
 }
