@@ -128,18 +128,26 @@ func (s *Server) connectRemote(ctx context.Context, p *peerConn, operator, keyID
 	_ = p.conn.SetDeadline(time.Now().Add(s.openTimeout + 5*time.Second))
 	url, fp := s.peers.Here()
 	lctx, cancelLink := context.WithCancel(ctx)
-	links := make(chan linkResult, 1)
-	go func() {
-		links <- s.askNode(lctx, rc.Node, wire.NodeOpen{
-			SessionID: id, Client: clientName, KeyID: keyID, Service: service, Control: h.Name,
-			ControlIP: p.publicIP, Operator: operator, Gateway: url, Fingerprint: fp,
-		})
-	}()
+	var links chan linkResult // nil (never ready) until the link is asked
+	askLink := func() {
+		links = make(chan linkResult, 1)
+		go func() {
+			links <- s.askNode(lctx, rc.Node, wire.NodeOpen{
+				SessionID: id, Client: clientName, KeyID: keyID, Service: service, Control: h.Name,
+				ControlIP: p.publicIP, Operator: operator, Gateway: url, Fingerprint: fp,
+			})
+		}()
+	}
+	// A standby the Client keeps here (it had sessions brokered by this
+	// node lately) takes the Open at once, with no link to its node.
+	if !s.openOnStandby(clientKey{clientName, keyID}, wire.Open{SessionID: id, Service: service, Control: h.Name}) {
+		askLink()
+	}
 	// Whatever ends the wait, a link not used is closed.
 	linkUsed := false
 	defer func() {
 		cancelLink()
-		if !linkUsed {
+		if !linkUsed && links != nil {
 			go func() {
 				if lr := <-links; lr.conn != nil {
 					lr.conn.Close()
@@ -152,38 +160,49 @@ func (s *Server) connectRemote(ctx context.Context, p *peerConn, operator, keyID
 	defer timer.Stop()
 	var b *peerConn
 	direct := false
-	select {
-	case acc := <-po.accept:
-		b, direct = acc, true
-	case lr := <-links:
-		linkUsed = true
-		if lr.err != nil {
-			abandon()
-			var we *wire.Error
-			if errors.As(lr.err, &we) {
-				s.sessionFailed(p, clientName, operator, "node "+rc.Node+": "+we.Message)
-				s.refuse(p, we.Code, we.Message)
-			} else {
-				s.sessionFailed(p, clientName, operator, "the Client's node "+rc.Node+" cannot be reached")
-				s.refuse(p, wire.CodeUnavailable, fmt.Sprintf("Client %q is connected to node %s, which this gateway cannot reach now", clientName, rc.Node))
+	for b == nil {
+		select {
+		case <-po.lost:
+			if links == nil {
+				askLink()
 			}
-			return fmt.Errorf("relay: connect %q on node %s: %w", clientName, rc.Node, lr.err)
+		case acc := <-po.accept:
+			b, direct = acc, true
+		case reason := <-po.failed: // from a standby here
+			abandon()
+			s.sessionFailed(p, clientName, operator, fmt.Sprintf("the Client could not open service %s: %s", service, reason))
+			s.refuse(p, wire.CodeUnavailable, fmt.Sprintf("Client %q could not open service %q: %s", clientName, service, reason))
+			return fmt.Errorf("relay: connect %q/%s: client failed: %s", clientName, service, reason)
+		case lr := <-links:
+			linkUsed = true
+			if lr.err != nil {
+				abandon()
+				var we *wire.Error
+				if errors.As(lr.err, &we) {
+					s.sessionFailed(p, clientName, operator, "node "+rc.Node+": "+we.Message)
+					s.refuse(p, we.Code, we.Message)
+				} else {
+					s.sessionFailed(p, clientName, operator, "the Client's node "+rc.Node+" cannot be reached")
+					s.refuse(p, wire.CodeUnavailable, fmt.Sprintf("Client %q is connected to node %s, which this gateway cannot reach now", clientName, rc.Node))
+				}
+				return fmt.Errorf("relay: connect %q on node %s: %w", clientName, rc.Node, lr.err)
+			}
+			b = &peerConn{conn: lr.conn, r: lr.r, publicIP: rc.Node}
+			// A direct accept that came in meanwhile is answered by abandon.
+		case <-timer.C:
+			abandon()
+			s.sessionFailed(p, clientName, operator, fmt.Sprintf("the Client did not answer within %s", s.openTimeout))
+			s.refuse(p, wire.CodeUnavailable, fmt.Sprintf("Client %q did not answer the session request within %s", clientName, s.openTimeout))
+			return fmt.Errorf("relay: connect %q/%s on node %s: client did not answer", clientName, service, rc.Node)
+		case <-ctx.Done():
+			abandon()
+			s.refuse(p, wire.CodeShutdown, "gateway is shutting down")
+			return ctx.Err()
+		case <-s.stopping.Done():
+			abandon()
+			s.refuse(p, wire.CodeShutdown, "gateway is shutting down")
+			return ErrClosed
 		}
-		b = &peerConn{conn: lr.conn, r: lr.r, publicIP: rc.Node}
-		// A direct accept that came in meanwhile is answered by abandon.
-	case <-timer.C:
-		abandon()
-		s.sessionFailed(p, clientName, operator, fmt.Sprintf("the Client did not answer within %s", s.openTimeout))
-		s.refuse(p, wire.CodeUnavailable, fmt.Sprintf("Client %q did not answer the session request within %s", clientName, s.openTimeout))
-		return fmt.Errorf("relay: connect %q/%s on node %s: client did not answer", clientName, service, rc.Node)
-	case <-ctx.Done():
-		abandon()
-		s.refuse(p, wire.CodeShutdown, "gateway is shutting down")
-		return ctx.Err()
-	case <-s.stopping.Done():
-		abandon()
-		s.refuse(p, wire.CodeShutdown, "gateway is shutting down")
-		return ErrClosed
 	}
 	abandon()
 	if direct {

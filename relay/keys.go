@@ -92,7 +92,7 @@ func (s *Server) refuseVersion(p *peerConn) error {
 	switch h.Role {
 	case wire.RoleBrowse:
 		s.emit(event.BrowseSecurityFailed(p.publicIP))
-	case wire.RoleConnect:
+	case wire.RoleConnect, wire.RoleWarm:
 		client, _, _ := strings.Cut(h.Target, "/")
 		s.emit(event.ControlSecurityFailed(h.Name, client, p.publicIP))
 	default:

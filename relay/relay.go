@@ -87,6 +87,8 @@ type Server struct {
 	clients  map[clientKey]*client
 	sessions map[string]*session
 	pending  map[string]*pendingOpen
+	standbys map[clientKey][]*standby
+	nStandby int
 	closed   bool
 	// stopping is done once Close or Shutdown begins: sign-ins waiting
 	// for a person end then.
@@ -94,6 +96,9 @@ type Server struct {
 	stop     context.CancelFunc
 
 	bytesUp, bytesDown atomic.Int64
+	nWarm              atomic.Int64 // warm Control connections waiting
+	opensOnStandby     atomic.Int64
+	warmConnects       atomic.Int64
 	serving            sync.WaitGroup // connections being served
 	version            atomic.Uint64  // bumped when Clients or sessions come or go
 }
@@ -122,6 +127,7 @@ func New(cfg Config) *Server {
 		clients:          make(map[clientKey]*client),
 		sessions:         make(map[string]*session),
 		pending:          make(map[string]*pendingOpen),
+		standbys:         make(map[clientKey][]*standby),
 	}
 	s.stopping, s.stop = context.WithCancel(context.Background())
 	s.keys.salt = cfg.Salt
@@ -272,6 +278,10 @@ func (s *Server) serve(ctx context.Context, conn net.Conn, r *bufio.Reader, publ
 		return s.serveConnect(ctx, p)
 	case wire.RoleAccept:
 		return s.serveAccept(p)
+	case wire.RoleWarm:
+		return s.serveWarm(ctx, p)
+	case wire.RoleStandby:
+		return s.serveStandby(p)
 	}
 	s.refuse(p, wire.CodeBadRequest, "unknown role "+quote(h.Role))
 	return fmt.Errorf("relay: unknown role %q from %s", h.Role, publicIP)
@@ -318,7 +328,7 @@ func (s *Server) refuseHello(p *peerConn, err error) error {
 	switch h.Role {
 	case wire.RoleBrowse:
 		s.emit(event.BrowseSecurityFailed(p.publicIP))
-	case wire.RoleConnect:
+	case wire.RoleConnect, wire.RoleWarm:
 		client, _, _ := strings.Cut(h.Target, "/")
 		s.emit(event.ControlSecurityFailed(h.Name, client, p.publicIP))
 	default:
@@ -558,12 +568,20 @@ type Stats struct {
 	Sessions  int
 	BytesUp   int64 // Control to Client
 	BytesDown int64 // Client to Control
+	// Standbys is the Clients' standby connections waiting for an Open;
+	// Warm the Controls' verified connections waiting for a target.
+	Standbys, Warm int
+	// OpensOnStandby and WarmConnects count, since start, the Opens sent
+	// on a standby and the targets named on a warm connection: how often
+	// the warm paths are taken.
+	OpensOnStandby, WarmConnects int64
 }
 
 // Stats reports current counts and bytes relayed since start.
 func (s *Server) Stats() Stats {
 	s.mu.Lock()
-	st := Stats{Clients: len(s.clients)}
+	st := Stats{Clients: len(s.clients), Standbys: s.nStandby, Warm: int(s.nWarm.Load()),
+		OpensOnStandby: s.opensOnStandby.Load(), WarmConnects: s.warmConnects.Load()}
 	xs := make([]*session, 0, len(s.sessions))
 	for _, x := range s.sessions {
 		xs = append(xs, x)
@@ -624,6 +642,7 @@ func (s *Server) drop(pickClient func(*client) bool, pickSession func(*session) 
 			ss = append(ss, x)
 		}
 	}
+	s.dropStandbysLocked(pickClient)
 	s.mu.Unlock()
 	for _, x := range ss {
 		x.terminate()

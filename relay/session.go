@@ -103,22 +103,41 @@ type pendingOpen struct {
 	client *client
 	accept chan *peerConn // the Client's accept connection
 	failed chan string    // the Client's reason for not accepting
+	lost   chan struct{}  // the standby that carried the Open closed
 }
 
 // serveConnect brokers a session for a Control and then splices it.
 func (s *Server) serveConnect(ctx context.Context, p *peerConn) error {
-	h := p.hello
-	clientName, service, _ := strings.Cut(h.Target, "/")
-	ckey, ok := s.keys.check(p.nonce, h)
-	if !ok {
-		s.emit(event.ControlSecurityFailed(h.Name, clientName, p.publicIP))
-		s.refuse(p, wire.CodeUnauthorized, "security check failed: the gateway key is not valid on this gateway")
-		return fmt.Errorf("relay: connect from %s: bad key", p.publicIP)
-	}
-	operator, err := s.authenticate(ctx, p)
+	ckey, operator, err := s.admitControl(ctx, p)
 	if err != nil {
 		return err
 	}
+	return s.connect(ctx, p, ckey, operator)
+}
+
+// admitControl checks a Control's key and signs its operator in. On
+// refusal it has told the Control why and closed p.
+func (s *Server) admitControl(ctx context.Context, p *peerConn) (Key, string, error) {
+	h := p.hello
+	ckey, ok := s.keys.check(p.nonce, h)
+	if !ok {
+		clientName, _, _ := strings.Cut(h.Target, "/")
+		s.emit(event.ControlSecurityFailed(h.Name, clientName, p.publicIP))
+		s.refuse(p, wire.CodeUnauthorized, "security check failed: the gateway key is not valid on this gateway")
+		return Key{}, "", fmt.Errorf("relay: %s from %s: bad key", h.Role, p.publicIP)
+	}
+	operator, err := s.authenticate(ctx, p)
+	if err != nil {
+		return Key{}, "", err
+	}
+	return ckey, operator, nil
+}
+
+// connect brokers the session p.hello.Target names for an admitted
+// Control and then splices it.
+func (s *Server) connect(ctx context.Context, p *peerConn, ckey Key, operator string) error {
+	h := p.hello
+	clientName, service, _ := strings.Cut(h.Target, "/")
 	c, mismatch := s.findClient(clientName, ckey.KeyID)
 	if c == nil && s.peers != nil {
 		// Another node may hold it, even under this key when a Client of
@@ -155,34 +174,51 @@ func (s *Server) serveConnect(ctx context.Context, p *peerConn) error {
 
 	// The Control waits for Ready as long as the Client may take to accept.
 	_ = p.conn.SetDeadline(time.Now().Add(s.openTimeout + 5*time.Second))
-	if err := c.send(wire.TypeOpen, wire.Open{SessionID: id, Service: service, Control: h.Name}); err != nil {
-		s.sessionFailed(p, c.name, operator, "the Client did not take the session request")
-		s.refuse(p, wire.CodeUnavailable, "Client "+quote(c.name)+" did not take the session request")
-		return fmt.Errorf("relay: connect %q: %w", clientName, err)
+	open := wire.Open{SessionID: id, Service: service, Control: h.Name}
+	onChannel := func() error {
+		if err := c.send(wire.TypeOpen, open); err != nil {
+			s.sessionFailed(p, c.name, operator, "the Client did not take the session request")
+			s.refuse(p, wire.CodeUnavailable, "Client "+quote(c.name)+" did not take the session request")
+			return fmt.Errorf("relay: connect %q: %w", clientName, err)
+		}
+		return nil
+	}
+	if !s.openOnStandby(clientKey{c.name, c.keyID}, open) {
+		if err := onChannel(); err != nil {
+			return err
+		}
 	}
 	timer := time.NewTimer(s.openTimeout)
 	defer timer.Stop()
 	var acc *peerConn
-	select {
-	case acc = <-po.accept:
-	case reason := <-po.failed:
-		abandon()
-		s.sessionFailed(p, c.name, operator, fmt.Sprintf("the Client could not open service %s: %s", service, reason))
-		s.refuse(p, wire.CodeUnavailable, fmt.Sprintf("Client %q could not open service %q: %s", c.name, service, reason))
-		return fmt.Errorf("relay: connect %q/%s: client failed: %s", clientName, service, reason)
-	case <-timer.C:
-		abandon()
-		s.sessionFailed(p, c.name, operator, fmt.Sprintf("the Client did not answer within %s", s.openTimeout))
-		s.refuse(p, wire.CodeUnavailable, fmt.Sprintf("Client %q did not answer the session request within %s", c.name, s.openTimeout))
-		return fmt.Errorf("relay: connect %q/%s: client did not answer", clientName, service)
-	case <-ctx.Done():
-		abandon()
-		s.refuse(p, wire.CodeShutdown, "gateway is shutting down")
-		return ctx.Err()
-	case <-s.stopping.Done():
-		abandon()
-		s.refuse(p, wire.CodeShutdown, "gateway is shutting down")
-		return ErrClosed
+	for acc == nil {
+		select {
+		case <-po.lost:
+			// The standby closed under the Open (the Client retired it at that
+			// moment, or went away): ask on the control channel instead.
+			if err := onChannel(); err != nil {
+				return err
+			}
+		case acc = <-po.accept:
+		case reason := <-po.failed:
+			abandon()
+			s.sessionFailed(p, c.name, operator, fmt.Sprintf("the Client could not open service %s: %s", service, reason))
+			s.refuse(p, wire.CodeUnavailable, fmt.Sprintf("Client %q could not open service %q: %s", c.name, service, reason))
+			return fmt.Errorf("relay: connect %q/%s: client failed: %s", clientName, service, reason)
+		case <-timer.C:
+			abandon()
+			s.sessionFailed(p, c.name, operator, fmt.Sprintf("the Client did not answer within %s", s.openTimeout))
+			s.refuse(p, wire.CodeUnavailable, fmt.Sprintf("Client %q did not answer the session request within %s", c.name, s.openTimeout))
+			return fmt.Errorf("relay: connect %q/%s: client did not answer", clientName, service)
+		case <-ctx.Done():
+			abandon()
+			s.refuse(p, wire.CodeShutdown, "gateway is shutting down")
+			return ctx.Err()
+		case <-s.stopping.Done():
+			abandon()
+			s.refuse(p, wire.CodeShutdown, "gateway is shutting down")
+			return ErrClosed
+		}
 	}
 	abandon()
 	x := &session{
@@ -214,7 +250,7 @@ func (s *Server) pend(c *client) (id string, po *pendingOpen, abandon func()) {
 
 // pendAs is pend under a given ID; false if a request of that ID waits.
 func (s *Server) pendAs(id string, c *client) (po *pendingOpen, abandon func(), ok bool) {
-	po = &pendingOpen{client: c, accept: make(chan *peerConn, 1), failed: make(chan string, 1)}
+	po = &pendingOpen{client: c, accept: make(chan *peerConn, 1), failed: make(chan string, 1), lost: make(chan struct{}, 1)}
 	s.mu.Lock()
 	if s.pending[id] != nil {
 		s.mu.Unlock()

@@ -96,6 +96,10 @@ func TestCrossNodeSession(t *testing.T) {
 	conn.Close()
 	waitUntil(t, "the session to end on gw-a", func() bool { return a.Relay().Stats().Sessions == 0 })
 
+	// After a session brokered by A, the Client keeps a standby on A:
+	// the next session there opens on it, with no link to B at all.
+	waitUntil(t, "pc-x's standby on gw-a", func() bool { return a.Relay().Stats().Standbys == 1 })
+
 	// Half-close passes across nodes, both ways of the data path.
 	for _, g := range []*Gateway{a, c} {
 		conn, err := crossControl(t, g, presenceKey).Connect(ctx, "pc-x/digest")
@@ -104,6 +108,9 @@ func TestCrossNodeSession(t *testing.T) {
 		}
 		peertest.MustHalfClose(t, conn, bytes.Repeat([]byte("cross-node "), 100_000))
 		conn.Close()
+	}
+	if n := a.Relay().Stats().OpensOnStandby; n != 1 {
+		t.Fatalf("gw-a sent %d Opens on a standby, want the second session's", n)
 	}
 
 	// Relayed: C's advertised address is dead, so the Client accepts on

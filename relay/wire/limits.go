@@ -51,9 +51,9 @@ func (e *FieldError) Error() string { return e.Field + " " + e.Reason }
 // the proof: that is the keyring's job, and it runs after this.
 func (h *Hello) Check() error {
 	switch h.Role {
-	case RoleClient, RoleBrowse, RoleConnect, RoleAccept:
+	case RoleClient, RoleBrowse, RoleConnect, RoleAccept, RoleWarm, RoleStandby:
 	default:
-		return &FieldError{"role", "must be client, browse, connect or accept"}
+		return &FieldError{"role", "must be client, browse, connect, accept, warm or standby"}
 	}
 	if err := checkHex("key_id", h.KeyID); err != nil {
 		return err
@@ -66,14 +66,8 @@ func (h *Hello) Check() error {
 	}
 	switch h.Role {
 	case RoleConnect:
-		client, service, hasService := strings.Cut(h.Target, "/")
-		if err := CheckName("target client", client); err != nil {
+		if err := CheckTarget(h.Target); err != nil {
 			return err
-		}
-		if hasService {
-			if err := CheckName("target service", service); err != nil {
-				return err
-			}
 		}
 	case RoleAccept:
 		if err := checkHex("target", h.Target); err != nil {
@@ -85,8 +79,8 @@ func (h *Hello) Check() error {
 		}
 	}
 	if h.Operator != "" || h.Password != "" || h.Token != "" {
-		if h.Role != RoleBrowse && h.Role != RoleConnect {
-			return &FieldError{"operator", "sign-in is only for browse and connect"}
+		if h.Role != RoleBrowse && h.Role != RoleConnect && h.Role != RoleWarm {
+			return &FieldError{"operator", "sign-in is only for browse, connect and warm"}
 		}
 		if err := CheckText("operator", h.Operator, MaxOperatorLen); err != nil && h.Operator != "" {
 			return err
@@ -134,6 +128,21 @@ func (h *Hello) Check() error {
 			return &FieldError{"services", "must not repeat a name"}
 		}
 		seen[sv.Name] = true
+	}
+	return nil
+}
+
+// CheckTarget accepts a connect's target, "client" or "client/service",
+// from a Hello or a ConnectTo.
+func CheckTarget(target string) error {
+	client, service, hasService := strings.Cut(target, "/")
+	if err := CheckName("target client", client); err != nil {
+		return err
+	}
+	if hasService {
+		if err := CheckName("target service", service); err != nil {
+			return err
+		}
 	}
 	return nil
 }

@@ -135,6 +135,10 @@ const (
 	TypeSessionList  Type = 21
 	TypeNodeEnd      Type = 22
 	TypeNodeDrop     Type = 23
+	// Warm paths (see "Warm connections" in docs/protocol.md).
+	TypeStandby   Type = 24
+	TypeConnectTo Type = 25
+	TypeAccept    Type = 26
 )
 
 func (t Type) String() string {
@@ -185,6 +189,12 @@ func (t Type) String() string {
 		return "node-end"
 	case TypeNodeDrop:
 		return "node-drop"
+	case TypeStandby:
+		return "standby"
+	case TypeConnectTo:
+		return "connect-to"
+	case TypeAccept:
+		return "accept"
 	}
 	return fmt.Sprintf("type(%d)", uint8(t))
 }
@@ -195,6 +205,14 @@ const (
 	RoleBrowse  = "browse"
 	RoleConnect = "connect"
 	RoleAccept  = "accept"
+	// RoleWarm is a Control's connection verified ahead of a session: the
+	// gateway checks its key and sign-in, answers Standby and waits for a
+	// ConnectTo naming the target, which it then serves as a connect.
+	RoleWarm = "warm"
+	// RoleStandby is a Client's session connection opened ahead of a
+	// session: the gateway keeps it and sends Open on it instead of on the
+	// control channel; the Client answers Accept (or OpenFailed) on it.
+	RoleStandby = "standby"
 )
 
 // Challenge is the gateway's first frame.
@@ -290,6 +308,19 @@ type Open struct {
 	// gateway it got Open from, which relays to the brokering node.
 	Gateway     string `json:"gateway,omitempty"`
 	Fingerprint string `json:"fingerprint,omitempty"`
+}
+
+// ConnectTo names a warm connection's target: what a connect's Hello
+// carries in Target ("client" or "client/service").
+type ConnectTo struct {
+	Target string `json:"target"`
+}
+
+// Accept is a Client's yes to an Open received on a standby connection:
+// the service is dialled and the connection carries the session once the
+// gateway sends Ready.
+type Accept struct {
+	SessionID string `json:"session_id"`
 }
 
 // OpenFailed tells the gateway a Client could not start a session.

@@ -53,6 +53,11 @@ type Config struct {
 	// to it, so a forgotten Client costs its gateway a few events an
 	// hour, not one every half minute. Zero means 10 minutes.
 	RefusedMaxBackoff time.Duration
+	// StandbyIdle is how long after its last session a Client keeps a
+	// standby connection to the gateway that brokered it, so that the
+	// next session there opens without a handshake on its critical path;
+	// zero means 2 minutes, a negative value keeps none.
+	StandbyIdle time.Duration
 }
 
 // Agent runs a Client. Create it with New and call Run.
@@ -72,6 +77,9 @@ type Agent struct {
 	// sent Nodes listed them: where the Client registers when both its
 	// primary and its secondary (if any) are gone.
 	learned atomic.Pointer[[]*peer.Dialer]
+
+	standbyMu sync.Mutex
+	standbys  map[string]*standbyState // by gateway URL
 }
 
 // New checks cfg and returns an Agent.
@@ -102,10 +110,13 @@ func New(cfg Config) (*Agent, error) {
 	if cfg.RefusedMaxBackoff == 0 {
 		cfg.RefusedMaxBackoff = 10 * time.Minute
 	}
+	if cfg.StandbyIdle == 0 {
+		cfg.StandbyIdle = 2 * time.Minute
+	}
 	if cfg.Dialer.UserAgent == "" {
 		cfg.Dialer.UserAgent = "switchboard-client/" + cfg.Version
 	}
-	a := &Agent{cfg: cfg, keys: &peer.ClientKeys{Key: cfg.Key}}
+	a := &Agent{cfg: cfg, keys: &peer.ClientKeys{Key: cfg.Key}, standbys: make(map[string]*standbyState)}
 	a.primary = &a.cfg.Dialer
 	if cfg.Secondary != nil {
 		if SameGateway(cfg.Dialer.Gateway, cfg.Secondary.Gateway) {
@@ -681,6 +692,7 @@ func (a *Agent) session(ctx context.Context, ch *channel, o wire.Open) {
 	}
 	type dialed struct {
 		conn *peer.Conn
+		d    *peer.Dialer
 		err  error
 	}
 	gw := make(chan dialed, 1)
@@ -692,13 +704,13 @@ func (a *Agent) session(ctx context.Context, ch *channel, o wire.Open) {
 		if direct := a.directDialer(ch, o); direct != nil {
 			c, err := direct.Dial(ctx)
 			if err == nil {
-				gw <- dialed{c, nil}
+				gw <- dialed{c, direct, nil}
 				return
 			}
 			log.Info("cannot reach the node that brokers the session; accepting through this gateway", "node", direct.Gateway.String(), "err", err)
 		}
 		c, err := ch.d.Dial(ctx) // bounded by the dialer's timeout and ctx
-		gw <- dialed{c, err}
+		gw <- dialed{c, ch.d, err}
 	}()
 	d := net.Dialer{Timeout: a.cfg.ServiceDialTimeout}
 	local, err := d.DialContext(ctx, "tcp", addr)
@@ -736,6 +748,14 @@ func (a *Agent) session(ctx context.Context, ch *channel, o wire.Open) {
 		return
 	}
 	remote.ClearDeadline()
+	// More sessions are likely to follow this one: the next opens on a
+	// standby connection to the node that brokered this one.
+	a.keepStandby(ctx, dial.d)
+	a.pipe(ctx, log, local, remote)
+}
+
+// pipe runs an accepted session until both directions end.
+func (a *Agent) pipe(ctx context.Context, log *slog.Logger, local net.Conn, remote *peer.Conn) {
 	log.Info("session started")
 	stop := context.AfterFunc(ctx, func() { local.Close(); remote.Close() })
 	defer stop()

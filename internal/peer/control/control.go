@@ -52,6 +52,13 @@ type Control struct {
 	Token     string
 	SaveToken func(wire.AuthOK)
 
+	// Warm is how many connections Forward keeps verified ahead of its
+	// sessions, so that a session opens with one frame to the gateway
+	// instead of a handshake: zero means 2, a negative value none.
+	// WarmIdle retires one nobody took; zero means 30 s.
+	Warm     int
+	WarmIdle time.Duration
+
 	mu        sync.Mutex // guards Token: Forward connects from several goroutines
 	signingIn sync.Mutex // one password sign-in at a time
 
@@ -295,6 +302,11 @@ func (c *Control) Forward(ctx context.Context, ln net.Listener, target string, o
 	defer wg.Wait()
 	stop := context.AfterFunc(ctx, func() { ln.Close() })
 	defer stop()
+	pool := newWarmPool(ctx, c)
+	if pool != nil {
+		defer pool.close()
+		pool.fill()
+	}
 	for {
 		local, err := ln.Accept()
 		if err != nil {
@@ -307,7 +319,7 @@ func (c *Control) Forward(ctx context.Context, ln net.Listener, target string, o
 		go func() {
 			defer wg.Done()
 			defer local.Close()
-			remote, err := c.Connect(ctx, target)
+			remote, err := c.connectPooled(ctx, pool, target)
 			if err != nil {
 				if onError != nil {
 					onError(err)
