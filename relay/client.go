@@ -42,6 +42,24 @@ type client struct {
 // Client that cannot take one in this time is stuck and gets dropped.
 const writeTimeout = 10 * time.Second
 
+// ack answers a heartbeat. Its write shares the channel's read deadline,
+// lastSeen plus deadAfter, which is set for both directions in one call
+// (two runtime timers moved later) rather than a write deadline set and
+// cleared around every ack: a Client that cannot take 7 bytes by the time
+// it would count as silent is dropped like a silent one. The ack is written
+// pre-encoded. The ack holds wmu, so another sender's own deadline and
+// clearing cannot interleave with it.
+func (c *client) ack(deadline time.Time) error {
+	c.wmu.Lock()
+	_ = c.conn.SetDeadline(deadline)
+	err := wire.WriteHeartbeatAck(c.conn)
+	c.wmu.Unlock()
+	if err != nil {
+		c.conn.Close()
+	}
+	return err
+}
+
 func (c *client) send(t wire.Type, v any) error {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
@@ -231,17 +249,19 @@ func (s *Server) unregister(k clientKey, c *client) {
 func (s *Server) clientLoop(ctx context.Context, c *client, p *peerConn) error {
 	// The handshake reader may be the HTTP server's 4 KiB buffer. Keep it
 	// only while it holds bytes, so an idle Client costs no buffer.
-	var r interface{ Read([]byte) (int, error) } = p.conn
+	fr := wire.NewChannelReader(p.conn)
 	if p.r != nil && p.r.Buffered() > 0 {
-		r = p.r
+		fr.R = p.r
 	} else {
 		p.r = nil
 	}
 	stop := context.AfterFunc(ctx, func() { c.conn.Close() })
 	defer stop()
+	// Every frame moves the read deadline to deadAfter from then; a
+	// heartbeat does it together with its ack (see ack).
+	_ = c.conn.SetReadDeadline(time.Now().Add(s.deadAfter()))
 	for {
-		_ = c.conn.SetReadDeadline(time.Now().Add(s.deadAfter()))
-		t, payload, err := wire.ReadFrameMax(r, wire.MaxPeerFrame)
+		t, payload, err := fr.Next(wire.MaxPeerFrame)
 		if err != nil {
 			var ne interface{ Timeout() bool }
 			if errors.As(err, &ne) && ne.Timeout() {
@@ -249,15 +269,18 @@ func (s *Server) clientLoop(ctx context.Context, c *client, p *peerConn) error {
 			}
 			return err
 		}
-		if p.r != nil && r == p.r && p.r.Buffered() == 0 {
-			r, p.r = p.conn, nil // let the handshake's buffer go
+		if p.r != nil && fr.R == p.r && p.r.Buffered() == 0 {
+			fr.R, p.r = p.conn, nil // let the handshake's buffer go
 		}
-		c.lastSeen.Store(time.Now().UnixNano())
+		now := time.Now()
+		c.lastSeen.Store(now.UnixNano())
+		deadline := now.Add(s.deadAfter())
 		switch t {
 		case wire.TypeHeartbeat:
-			if err := c.send(wire.TypeHeartbeatAck, wire.Empty{}); err != nil {
+			if err := c.ack(deadline); err != nil {
 				return err
 			}
+			continue
 		case wire.TypeOpenFailed:
 			var of wire.OpenFailed
 			if err := wire.Decode(t, payload, &of); err != nil {
@@ -268,5 +291,6 @@ func (s *Server) clientLoop(ctx context.Context, c *client, p *peerConn) error {
 			_ = c.send(wire.TypeError, wire.Error{Code: wire.CodeBadRequest, Message: "unexpected " + t.String() + " frame"})
 			return fmt.Errorf("unexpected %s frame", t)
 		}
+		_ = c.conn.SetReadDeadline(deadline)
 	}
 }

@@ -1,6 +1,7 @@
 package relay_test
 
 import (
+	"bytes"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -125,6 +126,38 @@ func TestSetCMPI(t *testing.T) {
 		synctest.Wait()
 		if c.Alive() {
 			t.Fatal("Client still connected after three new intervals of silence")
+		}
+	})
+}
+
+// TestHeartbeatsBackToBack: heartbeats that arrive together, some split
+// across reads and one with no payload at all, are each answered, and the
+// channel stays in step for the frames after them.
+func TestHeartbeatsBackToBack(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		g := MustStartPipeGateway(t, []string{keyAlpha}, cmpiOf(time.Second))
+		c := g.MustRegister(t, keyAlpha, "pc-1", "10.0.0.1", "203.0.113.1", "vnc")
+		var b bytes.Buffer
+		for range 3 {
+			_ = wire.WriteFrame(&b, wire.TypeHeartbeat, wire.Empty{})
+		}
+		b.Write([]byte{byte(wire.TypeHeartbeat), 0, 0, 0, 0})
+		_ = wire.WriteFrame(&b, wire.TypeHeartbeat, wire.Empty{})
+		if _, err := c.Conn.Write(b.Bytes()); err != nil {
+			t.Fatal(err)
+		}
+		synctest.Wait()
+		if n := c.Acks(); n != 5 {
+			t.Fatalf("5 heartbeats in one write got %d acks", n)
+		}
+		// The frame after them is read as one, not as the tail of a
+		// heartbeat: a channel out of step would read garbage and drop.
+		if err := c.Heartbeat(); err != nil {
+			t.Fatal(err)
+		}
+		synctest.Wait()
+		if n := c.Acks(); n != 6 || !c.Alive() {
+			t.Fatalf("after one more heartbeat: %d acks, alive %v; want 6 and alive", n, c.Alive())
 		}
 	})
 }
