@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -17,6 +18,11 @@ import (
 type standbyState struct {
 	until atomic.Int64 // unix nanoseconds
 }
+
+// refillDelay is how long after a session started on a standby its
+// replacement is dialled: past the session's first exchanges, which the
+// replacement's handshake would slow on a small machine.
+const refillDelay = 10 * time.Millisecond
 
 // standbyReadyTimeout bounds the wait for the gateway's Ready after the
 // Client accepted on a standby: the gateway sends it at once.
@@ -79,11 +85,27 @@ func (a *Agent) runStandby(ctx context.Context, key string, d *peer.Dialer, st *
 			return
 		}
 		st.until.Store(time.Now().Add(a.cfg.StandbyIdle).UnixNano())
+		// The replacement is dialled once this session has started (or
+		// failed): its handshake would otherwise compete for the CPU with
+		// the session's set-up.
+		started := make(chan struct{})
 		a.sessions.Add(1)
 		go func() {
 			defer a.sessions.Done()
-			a.standbySession(ctx, conn, o)
+			a.standbySession(ctx, conn, o, started)
 		}()
+		select {
+		case <-started:
+		case <-ctx.Done():
+			return
+		}
+		t := time.NewTimer(refillDelay)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return
+		}
 	}
 }
 
@@ -133,8 +155,10 @@ func waitOpen(ctx context.Context, conn *peer.Conn, st *standbyState) (wire.Open
 // standbySession serves an Open that came on the standby connection conn:
 // the local service first, then Accept (or OpenFailed) on conn, which
 // carries the session from the gateway's Ready on.
-func (a *Agent) standbySession(ctx context.Context, conn *peer.Conn, o wire.Open) {
+func (a *Agent) standbySession(ctx context.Context, conn *peer.Conn, o wire.Open, started chan<- struct{}) {
 	defer conn.Close()
+	once := sync.OnceFunc(func() { close(started) })
+	defer once()
 	log := a.log.With("session", o.SessionID, "service", o.Service, "control", o.Control, "standby", true)
 	fail := func(msg string) {
 		_ = conn.SetWriteDeadline(time.Now().Add(5 * time.Second))
@@ -164,5 +188,6 @@ func (a *Agent) standbySession(ctx context.Context, conn *peer.Conn, o wire.Open
 		return
 	}
 	conn.ClearDeadline()
+	once()
 	a.pipe(ctx, log, local, conn)
 }

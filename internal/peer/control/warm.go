@@ -16,6 +16,11 @@ import (
 const (
 	defaultWarm     = 2
 	defaultWarmIdle = 30 * time.Second
+	// refillDelay is how long after a session started its warm
+	// connection is replaced: past the session's first exchanges (an ssh
+	// handshake's), which the replacement's own handshake would slow on
+	// a small machine.
+	refillDelay = 10 * time.Millisecond
 	// warmRetry is how long a pool that could not fill waits before it
 	// tries again (on the next session): a gateway that refuses warm
 	// connections, or is down, costs a dial per this interval at most.
@@ -62,20 +67,21 @@ func newWarmPool(ctx context.Context, c *Control) *warmPool {
 	return &warmPool{c: c, ctx: ctx, size: size, idle: idle}
 }
 
-// take returns a warm connection, or nil, and refills the pool.
+// take returns a warm connection, or nil. The caller refills the pool
+// (fill) once its session is open (refillDelay): a refill's handshake
+// would otherwise compete for the CPU with the session it is meant to
+// speed up.
 func (p *warmPool) take() *peer.Conn {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	var conn *peer.Conn
-	for len(p.conns) > 0 && conn == nil {
+	for len(p.conns) > 0 {
 		wc := p.conns[len(p.conns)-1]
 		p.conns = p.conns[:len(p.conns)-1]
 		if wc.timer.Stop() {
-			conn = wc.conn
+			return wc.conn
 		}
 	}
-	p.fillLocked()
-	return conn
+	return nil
 }
 
 // fill starts dialling the connections the pool lacks.
@@ -196,6 +202,7 @@ func (c *Control) connectPooled(ctx context.Context, pool *warmPool, target stri
 	if pool == nil {
 		return c.Connect(ctx, target)
 	}
+	defer time.AfterFunc(refillDelay, pool.fill) // a no-op once the pool is closed
 	conn := pool.take()
 	if conn == nil {
 		return c.Connect(ctx, target)
