@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"os"
 	"strings"
 	"testing"
@@ -46,7 +47,7 @@ func TestMeasureForwarder(t *testing.T) {
 		t.Errorf("ping-pong: %+v", l)
 	}
 	rep.sample(p.Name, mPingP50, l.P50)
-	if l, err = setup(ctx, p, 10); err != nil {
+	if l, err = setup(ctx, p, 10, 0); err != nil {
 		t.Fatalf("set-up: %v", err)
 	}
 	rep.sample(p.Name, mSetupP50, l.P50)
@@ -114,5 +115,47 @@ func TestProcForwarders(t *testing.T) {
 		if c.ProcessState == nil || !c.ProcessState.Exited() {
 			t.Errorf("forwarder process %d still runs", c.Process.Pid)
 		}
+	}
+}
+
+// TestProcForwardersTLS: the TLS floor's two processes relay TLS 1.3 to
+// the sink and the echo byte for byte, and report their PIDs.
+func TestProcForwardersTLS(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	tg, err := startTargets()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tg.Close()
+	cert, err := makeCert(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := startProcForwardersTLS(tg.addrs(), cert)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	p := procPath(tlsPath(floorTLS, true, f.front, cert), f, "")
+	if p.GatewayPID == 0 || p.AgentPID == 0 || p.GatewayPID == p.AgentPID {
+		t.Errorf("PIDs: gateway %d, agent %d", p.GatewayPID, p.AgentPID)
+	}
+	c, err := p.Dial(ctx, svcEcho)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st := c.(*tls.Conn).ConnectionState(); st.Version != tls.VersionTLS13 {
+		t.Errorf("TLS version %x, want TLS 1.3", st.Version)
+	}
+	c.Close()
+	if _, err := bulk(ctx, p, 2, 1<<20+17); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pingPong(ctx, p, 20, 2, 64); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := setup(ctx, p, 5, 0); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -46,6 +46,7 @@ type options struct {
 	msgSize    int
 	sessions   int
 	only       string
+	setupGap   time.Duration
 
 	clients   int
 	workers   int
@@ -75,7 +76,8 @@ func main() {
 	flag.IntVar(&o.streams, "streams", 8, "streams of the parallel bulk test")
 	flag.IntVar(&o.pings, "pings", 5000, "ping-pong round trips per path and round")
 	flag.IntVar(&o.msgSize, "msg-size", 64, "ping-pong message size in bytes")
-	flag.IntVar(&o.sessions, "sessions", 300, "sessions opened per path and round by the set-up test")
+	flag.IntVar(&o.sessions, "sessions", 100, "sessions opened per path and round by the set-up test, paced and then back to back")
+	flag.DurationVar(&o.setupGap, "setup-gap", 20*time.Millisecond, "pause before each paced session of the set-up test, in which warm connections refill")
 	flag.StringVar(&o.only, "only", "bulk,pingpong,setup,oneshot,failover,idle", "parts to run (comma-separated): the path measurements bulk, pingpong, setup and oneshot; failover; idle")
 	flag.IntVar(&o.clients, "clients", 10000, "idle Clients to connect to a fresh gateway; 0 skips the idle test")
 	flag.IntVar(&o.workers, "connect-workers", 64, "idle Clients connecting at once")

@@ -124,15 +124,28 @@ func pingPong(ctx context.Context, p path, n, warm, size int) (latency, error) {
 }
 
 // setup opens n sessions to the echo service one after another and times
-// each from the start of Dial to the first echoed byte.
-func setup(ctx context.Context, p path, n int) (latency, error) {
+// each from the start of Dial to the first echoed byte. A path with a
+// SetupDial (a relay through control.Forward's listener) is timed from a
+// new local TCP connection to the first echoed byte.
+func setup(ctx context.Context, p path, n int, gap time.Duration) (latency, error) {
 	samples := make([]time.Duration, 0, n)
 	one := []byte{42}
+	dial := func() (net.Conn, error) { return p.Dial(ctx, svcEcho) }
+	if p.SetupDial != nil {
+		dial = func() (net.Conn, error) { return p.SetupDial(ctx) }
+	}
 	for range n {
+		if gap > 0 {
+			select {
+			case <-ctx.Done():
+				return latency{}, ctx.Err()
+			case <-time.After(gap):
+			}
+		}
 		t0 := time.Now()
-		c, err := p.Dial(ctx, svcEcho)
+		c, err := dial()
 		if err != nil {
-			return latency{}, err
+			return latency{}, fmt.Errorf("%s: set-up: %w", p.Name, err)
 		}
 		var b [1]byte
 		_, err = c.Write(one)
@@ -142,6 +155,11 @@ func setup(ctx context.Context, p path, n int) (latency, error) {
 		d := time.Since(t0)
 		c.Close()
 		if err != nil {
+			if p.SetupErr != nil {
+				if why := p.SetupErr(); why != nil {
+					err = fmt.Errorf("%w (%w)", err, why)
+				}
+			}
 			return latency{}, fmt.Errorf("%s: first echoed byte: %w", p.Name, err)
 		}
 		samples = append(samples, d)

@@ -18,9 +18,15 @@ const (
 	mPingP99  = "pingpong_p99_us"
 	mSetupP50 = "setup_p50_us"
 	mSetupP99 = "setup_p99_us"
+	// mSetupBurstP50 is set-up with the sessions back to back.
+	mSetupBurstP50 = "setup_burst_p50_us"
+	// CPU-seconds per GB (10^9 bytes) relayed over both bulk tests of a
+	// round, of the process in the gateway's place and in the agent's.
+	mGatewayCPU = "gateway_cpu_s_per_gb"
+	mAgentCPU   = "agent_cpu_s_per_gb"
 )
 
-var measureOrder = []string{mBulk1, mBulkN, mPingP50, mPingP99, mSetupP50, mSetupP99}
+var measureOrder = []string{mBulk1, mBulkN, mGatewayCPU, mAgentCPU, mPingP50, mPingP99, mSetupP50, mSetupP99, mSetupBurstP50}
 
 const baseline = "forwarder"
 
@@ -49,6 +55,7 @@ type machine struct {
 type pathFigures struct {
 	Name    string               `json:"name"`
 	Info    bool                 `json:"info,omitempty"`
+	Floor   string               `json:"floor,omitempty"` // the same-shape path it is also compared with
 	Median  map[string]float64   `json:"median"`
 	Samples map[string][]float64 `json:"samples"`
 }
@@ -77,7 +84,7 @@ func newReport(o options, nofile uint64) *report {
 }
 
 func (r *report) addPath(p path) {
-	r.Paths = append(r.Paths, &pathFigures{Name: p.Name, Info: p.Info, Median: map[string]float64{}, Samples: map[string][]float64{}})
+	r.Paths = append(r.Paths, &pathFigures{Name: p.Name, Info: p.Info, Floor: p.Floor, Median: map[string]float64{}, Samples: map[string][]float64{}})
 }
 
 func (r *report) path(name string) *pathFigures {
@@ -127,6 +134,43 @@ func (r *report) judge() {
 			add(targetVerdict{Target: rp.name + " session set-up p50 ≤ 2 ms", Value: v / 1000, Limit: 2, Unit: "ms"}, false)
 		}
 	}
+	// Issue 15: against the same shape without the gateway, in this run.
+	for _, rp := range []struct {
+		name  string
+		ratio float64
+	}{{"relay-http", 0.9}, {"relay-tls", 0.85}} {
+		p := r.path(rp.name)
+		if p == nil || p.Floor == "" || r.path(p.Floor) == nil {
+			continue
+		}
+		f := r.path(p.Floor)
+		for _, m := range []struct{ key, label string }{{mBulk1, "1 stream"}, {mBulkN, fmt.Sprintf("%d streams", r.streams)}} {
+			if b, v := f.Median[m.key], p.Median[m.key]; b > 0 && v > 0 {
+				add(targetVerdict{Target: fmt.Sprintf("%s throughput, %s, ≥ %.2f× %s", rp.name, m.label, rp.ratio, f.Name), Value: v / b, Limit: rp.ratio, Unit: "×"}, true)
+			}
+		}
+	}
+	if p := r.path("relay-http"); p != nil && r.path(p.Floor) != nil {
+		if b, v := r.path(p.Floor).Median[mPingP50], p.Median[mPingP50]; b > 0 && v > 0 {
+			add(targetVerdict{Target: "relay-http ping-pong p50 within 10 µs of " + p.Floor, Value: v - b, Limit: 10, Unit: "µs"}, false)
+		}
+	}
+	if p := r.path("relay-tls"); p != nil {
+		if v := p.Median[mGatewayCPU]; v > 0 {
+			add(targetVerdict{Target: "relay-tls gateway CPU ≤ 3 s/GB relayed", Value: v, Limit: 3, Unit: "s/GB"}, false)
+		}
+	}
+	for _, rp := range []struct {
+		name  string
+		limit float64
+	}{{"relay-http", 1}, {"relay-tls", 1.5}} {
+		if p := r.path(rp.name); p != nil && p.Median[mSetupP50] > 0 {
+			add(targetVerdict{Target: fmt.Sprintf("%s set-up through Forward (--listen) p50 ≤ %g ms", rp.name, rp.limit), Value: p.Median[mSetupP50] / 1000, Limit: rp.limit, Unit: "ms"}, false)
+			if base != nil && base.Median[mSetupP50] > 0 {
+				add(targetVerdict{Target: rp.name + " set-up through Forward ≤ 3× forwarder's", Value: p.Median[mSetupP50] / base.Median[mSetupP50], Limit: 3, Unit: "×"}, false)
+			}
+		}
+	}
 	if r.Idle != nil {
 		t := targetVerdict{Target: "gateway memory per idle Client ≤ 20 KiB at 100,000 Clients", Value: r.Idle.RSSPerClientKiB, Limit: 20, Unit: "KiB"}
 		if r.Idle.Clients < 100000 {
@@ -166,22 +210,49 @@ func (r *report) writeTable(w io.Writer) {
 			if p != base {
 				head += "×fwd\t"
 			}
+			if p.Floor != "" {
+				head += "×floor\t"
+			}
 		}
 		fmt.Fprintln(tw, head)
 		labels := map[string]string{
 			mBulk1: "bulk 1 stream MB/s", mBulkN: fmt.Sprintf("bulk %d streams MB/s", r.streams),
+			mGatewayCPU: "gateway CPU s/GB", mAgentCPU: "agent CPU s/GB",
 			mPingP50: "ping-pong p50 µs", mPingP99: "ping-pong p99 µs",
-			mSetupP50: "set-up p50 µs", mSetupP99: "set-up p99 µs",
+			mSetupP50: "set-up p50 µs", mSetupP99: "set-up p99 µs", mSetupBurstP50: "set-up back to back p50 µs",
+		}
+		ratio := func(v, of float64) string {
+			if v == 0 || of == 0 {
+				return "\t"
+			}
+			return fmt.Sprintf("%.2f\t", v/of)
 		}
 		for _, m := range measureOrder {
-			if base == nil || len(base.Samples[m]) == 0 {
+			has := false
+			for _, p := range r.Paths {
+				has = has || len(p.Samples[m]) > 0
+			}
+			if !has {
 				continue
 			}
 			line := labels[m] + "\t"
 			for _, p := range r.Paths {
-				line += fmt.Sprintf("%.0f\t", p.Median[m])
+				if len(p.Samples[m]) == 0 {
+					line += "-\t"
+				} else if m == mGatewayCPU || m == mAgentCPU {
+					line += fmt.Sprintf("%.2f\t", p.Median[m])
+				} else {
+					line += fmt.Sprintf("%.0f\t", p.Median[m])
+				}
 				if p != base {
-					line += fmt.Sprintf("%.2f\t", p.Median[m]/base.Median[m])
+					line += ratio(p.Median[m], base.Median[m])
+				}
+				if p.Floor != "" {
+					if f := r.path(p.Floor); f != nil {
+						line += ratio(p.Median[m], f.Median[m])
+					} else {
+						line += "\t"
+					}
 				}
 			}
 			fmt.Fprintln(tw, line)
@@ -189,8 +260,16 @@ func (r *report) writeTable(w io.Writer) {
 		if base != nil && len(base.Samples[mPingP50]) > 0 {
 			line := "added p50 µs\t\t"
 			for _, p := range r.Paths {
-				if p != base {
-					line += fmt.Sprintf("%+.0f\t\t", p.Median[mPingP50]-base.Median[mPingP50])
+				if p == base {
+					continue
+				}
+				line += fmt.Sprintf("%+.0f\t\t", p.Median[mPingP50]-base.Median[mPingP50])
+				if p.Floor != "" {
+					if f := r.path(p.Floor); f != nil {
+						line += fmt.Sprintf("%+.0f\t", p.Median[mPingP50]-f.Median[mPingP50])
+					} else {
+						line += "\t"
+					}
 				}
 			}
 			fmt.Fprintln(tw, line)
@@ -198,7 +277,12 @@ func (r *report) writeTable(w io.Writer) {
 		tw.Flush()
 		fmt.Fprintln(w, "\nFor context only: forwarder-rw32k is the forwarder copying like relay/session.go copyHalf (32 KiB Read/Write, no splice);")
 		fmt.Fprintln(w, "forwarder-2hop is two plain forwarders in a row, the relay's shape (Control → gateway → Client agent → service) without the gateway;")
-		fmt.Fprintln(w, "forwarder-2proc is the same two forwarders as two processes of their own, as the gateway and the Client agent are.")
+		fmt.Fprintln(w, "forwarder-2proc is the same two forwarders as two processes of their own, as the gateway and the Client agent are;")
+		fmt.Fprintln(w, "forwarder-tls-2proc is those two processes over TLS (bench's ECDSA P-256 certificate, Go's default TLS): the bench is a TLS client of the")
+		fmt.Fprintln(w, "front one, which is a TLS client of the back one, which dials the service plain, as Control → gateway ← Client agent → service.")
+		fmt.Fprintln(w, "×floor: relay-http against forwarder-2proc, relay-tls against forwarder-tls-2proc (in the added p50 row: µs added over it).")
+		fmt.Fprintln(w, "CPU s/GB: utime+stime of the process in the gateway's place (the front forwarder) and the agent's (the back one) over both bulk tests, per 10^9 bytes.")
+		fmt.Fprintln(w, "Set-up of relay-http and relay-tls: a new local TCP connection to a listener served by control.Forward (as `control connect --listen`) → first echoed byte.")
 	}
 	if i := r.Idle; i != nil {
 		fmt.Fprintf(w, "\nidle Clients on a fresh plain-HTTP gateway (CMPI 60 s): %d connected in %.1f s\n", i.Clients, i.ConnectSeconds)

@@ -50,18 +50,25 @@ func runPaths(ctx context.Context, o options, dir string, only map[string]bool, 
 	if err != nil {
 		return err
 	}
+	fwdTLS, err := startProcForwardersTLS(tg.addrs(), cert)
+	if err != nil {
+		return err
+	}
+	defer fwdTLS.Close()
 
 	paths := []path{
 		tcpPath("forwarder", false, fwd.front),
 		tcpPath("forwarder-rw32k", true, fwdRW.front),
 		tcpPath("forwarder-2hop", true, fwd2.front),
-		tcpPath("forwarder-2proc", true, fwd2p.front),
+		procPath(tcpPath(floorHTTP, true, fwd2p.front), fwd2p, ""),
+		procPath(tlsPath(floorTLS, true, fwdTLS.front, cert), fwdTLS, ""),
 	}
 	var relays []relayGateway
 	for _, gw := range []struct {
-		name string
-		cert *benchCert
-	}{{"relay-http", nil}, {"relay-tls", cert}} {
+		name  string
+		cert  *benchCert
+		floor string
+	}{{"relay-http", nil, floorHTTP}, {"relay-tls", cert, floorTLS}} {
 		logf("starting gateway %s", gw.name)
 		g, err := startGateway(ctx, dir, "gateway-"+gw.name, gatewayOpts{bin: o.bin, key: benchKey, cmpi: 60, cert: gw.cert})
 		if err != nil {
@@ -82,13 +89,34 @@ func runPaths(ctx context.Context, o options, dir string, only map[string]bool, 
 		if err := waitClient(ctx, ctl, benchClient, 30*time.Second); err != nil {
 			return fmt.Errorf("%s: %w (agent log %s)", gw.name, err, ag.log.Name())
 		}
-		paths = append(paths, relayPath(gw.name, ctl, benchClient))
+		p := relayPath(gw.name, ctl, benchClient)
+		p.Floor, p.GatewayPID, p.AgentPID = gw.floor, g.PID(), ag.PID()
+		if only["setup"] {
+			// Set-up as a user sees it: a Control of its own (as the
+			// `control connect --listen` process is) serving a local
+			// listener with Forward; its ClientKey derived beforehand.
+			fctl := &control.Control{Dialer: g.Dialer(), Key: benchKey, Name: "bench-listen"}
+			if err := waitClient(ctx, fctl, benchClient, 30*time.Second); err != nil {
+				return fmt.Errorf("%s: %w", gw.name, err)
+			}
+			lf, err := startListenForward(ctx, fctl, benchClient+"/"+svcEcho)
+			if err != nil {
+				return err
+			}
+			// Stops before the agent and the gateway.
+			defer func() { err = errors.Join(err, lf.Close()) }()
+			p.SetupDial, p.SetupErr = lf.Dial, lf.Err
+		}
+		paths = append(paths, p)
 		relays = append(relays, relayGateway{name: gw.name, g: g, ca: ca})
 	}
 	for _, p := range paths {
 		rep.addPath(p)
 	}
 
+	// The CPU time of the processes in the gateway's and the agent's
+	// places over both bulk tests of a round, per path.
+	cpu := map[string]*cpuUse{}
 	bulkBytes := int64(o.bulkMB) << 20
 	parBytes := int64(o.parallelMB) << 20
 	steps := []struct {
@@ -96,16 +124,22 @@ func runPaths(ctx context.Context, o options, dir string, only map[string]bool, 
 		run   func(p path) error
 	}{
 		{"bulk", func(p path) error {
-			v, err := bulk(ctx, p, 1, bulkBytes)
+			cpu[p.Name] = &cpuUse{}
+			v, err := cpu[p.Name].around(p, bulkBytes, func() (float64, error) { return bulk(ctx, p, 1, bulkBytes) })
 			if err == nil {
 				rep.sample(p.Name, mBulk1, v)
 			}
 			return err
 		}},
 		{"bulk", func(p path) error {
-			v, err := bulk(ctx, p, o.streams, parBytes)
+			u := cpu[p.Name]
+			v, err := u.around(p, int64(o.streams)*parBytes, func() (float64, error) { return bulk(ctx, p, o.streams, parBytes) })
 			if err == nil {
 				rep.sample(p.Name, mBulkN, v)
+				if p.GatewayPID != 0 {
+					rep.sample(p.Name, mGatewayCPU, u.gateway.Seconds()/(float64(u.bytes)/1e9))
+					rep.sample(p.Name, mAgentCPU, u.agent.Seconds()/(float64(u.bytes)/1e9))
+				}
 			}
 			return err
 		}},
@@ -118,10 +152,18 @@ func runPaths(ctx context.Context, o options, dir string, only map[string]bool, 
 			return err
 		}},
 		{"setup", func(p path) error {
-			l, err := setup(ctx, p, o.sessions)
+			// Paced, as a person's (or a script's) sessions come: the warm
+			// connections refill between them.
+			l, err := setup(ctx, p, o.sessions, o.setupGap)
+			if err != nil {
+				return err
+			}
+			rep.sample(p.Name, mSetupP50, l.P50)
+			rep.sample(p.Name, mSetupP99, l.P99)
+			// Back to back: faster than the refills, so mostly cold.
+			l, err = setup(ctx, p, o.sessions, 0)
 			if err == nil {
-				rep.sample(p.Name, mSetupP50, l.P50)
-				rep.sample(p.Name, mSetupP99, l.P99)
+				rep.sample(p.Name, mSetupBurstP50, l.P50)
 			}
 			return err
 		}},
@@ -146,6 +188,46 @@ func runPaths(ctx context.Context, o options, dir string, only map[string]bool, 
 		}
 	}
 	return nil
+}
+
+// Same-shape floors: two forwarder processes, as the gateway and the
+// Client agent are, plain and over TLS.
+const (
+	floorHTTP = "forwarder-2proc"
+	floorTLS  = "forwarder-tls-2proc"
+)
+
+// cpuUse sums the CPU time of a path's gateway and agent processes over
+// the bulk tests of a round.
+type cpuUse struct {
+	gateway, agent time.Duration
+	bytes          int64
+}
+
+// around runs a bulk test of n bytes, adding the CPU time p's processes
+// spent meanwhile (their sessions' set-up included, a few ms at most).
+func (u *cpuUse) around(p path, n int64, run func() (float64, error)) (float64, error) {
+	if p.GatewayPID == 0 {
+		return run()
+	}
+	g0, err1 := cpuTime(p.GatewayPID)
+	a0, err2 := cpuTime(p.AgentPID)
+	if err := errors.Join(err1, err2); err != nil {
+		return 0, err
+	}
+	v, err := run()
+	if err != nil {
+		return 0, err
+	}
+	g1, err1 := cpuTime(p.GatewayPID)
+	a1, err2 := cpuTime(p.AgentPID)
+	if err := errors.Join(err1, err2); err != nil {
+		return 0, err
+	}
+	u.gateway += g1 - g0
+	u.agent += a1 - a0
+	u.bytes += n
+	return v, nil
 }
 
 // relayGateway is a gateway of the path measurements, for oneshot.

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -25,10 +26,15 @@ func listen(handle func(net.Conn)) (*server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("listen on loopback: %w", err)
 	}
+	return listenOn(ln, handle), nil
+}
+
+// listenOn serves ln (a TLS listener, say) as listen does.
+func listenOn(ln net.Listener, handle func(net.Conn)) *server {
 	s := &server{ln: ln, handle: handle, conns: make(map[net.Conn]struct{})}
 	s.wg.Add(1)
 	go s.accept()
-	return s, nil
+	return s
 }
 
 // Addr is the server's host:port.
@@ -107,9 +113,20 @@ func forward(target string) func(net.Conn) { return forwardWith(target, pipeHalf
 
 // forwardWith is a forwarder copying each direction with half.
 func forwardWith(target string, half func(dst, src net.Conn)) func(net.Conn) {
+	return forwardDial(dialTCP(target), half)
+}
+
+// forwardDial is a forwarder to what dial connects to. A TLS connection
+// from the listener completes its handshake first, then the forwarder
+// dials, as the gateway answers its Control before it opens the session.
+func forwardDial(dial func(ctx context.Context) (net.Conn, error), half func(dst, src net.Conn)) func(net.Conn) {
 	return func(c net.Conn) {
-		var d net.Dialer
-		up, err := d.DialContext(context.Background(), "tcp", target)
+		if tc, ok := c.(*tls.Conn); ok {
+			if err := tc.HandshakeContext(context.Background()); err != nil {
+				return
+			}
+		}
+		up, err := dial(context.Background())
 		if err != nil {
 			return
 		}
