@@ -233,10 +233,18 @@ type idleResult struct {
 	CPUPerHeartbeatUs    float64 `json:"cpu_per_heartbeat_us"`
 	CPUPerMinuteAt60s    float64 `json:"cpu_seconds_per_minute_at_60s_cmpi"`
 	Dropped              int64   `json:"dropped"`
+	// The cost of a warm Client: one that had a session lately and keeps
+	// a standby connection on the gateway.
+	WarmClients       int     `json:"warm_clients"`
+	RSSPerWarmKiB     float64 `json:"rss_per_warm_client_kib"`
+	GoroutinesPerWarm float64 `json:"goroutines_per_warm_client"`
+	HeapPerWarmKiB    float64 `json:"go_heap_inuse_per_warm_client_kib"`
+	StackPerWarmKiB   float64 `json:"go_stack_inuse_per_warm_client_kib"`
 }
 
 type idleOpts struct {
 	clients, workers int
+	warm             int // of the clients, how many open a standby afterwards
 	key              string
 	window, hbEvery  time.Duration
 	settle           time.Duration
@@ -347,7 +355,96 @@ func measureIdle(ctx context.Context, g *gateway, o idleOpts) (idleResult, error
 		res.CPUPerMinuteAt60s = per * n
 	}
 	res.Dropped = hb.dropped.Load()
+	if o.warm > 0 {
+		if err := measureWarm(ctx, g, o, &res); err != nil {
+			return res, err
+		}
+	}
 	return res, nil
+}
+
+// measureWarm has the first o.warm idle Clients open a standby connection
+// each, as the agent does after a session, and charges the gateway's growth
+// to them: what a Client with recent sessions costs beyond an idle one.
+func measureWarm(ctx context.Context, g *gateway, o idleOpts, res *idleResult) error {
+	hc := g.HTTPClient()
+	metricsURL := "http://" + g.addr + "/metrics"
+	m, err := scrapeMetrics(ctx, hc, metricsURL)
+	if err != nil {
+		return err
+	}
+	rss0, err := rssKiB(g.PID())
+	if err != nil {
+		return err
+	}
+	var conns []net.Conn
+	defer func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	}()
+	for i := range min(o.warm, o.clients) {
+		c, err := dialStandby(ctx, g.addr, o.key, fmt.Sprintf("idle-%06d", i), sourceIP(i))
+		if err != nil {
+			return fmt.Errorf("standby of idle Client %d: %w", i, err)
+		}
+		conns = append(conns, c)
+	}
+	o.logf("idle: %d standby connections open; settling", len(conns))
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-time.After(5 * time.Second):
+	}
+	m1, err := scrapeMetrics(ctx, hc, metricsURL)
+	if err != nil {
+		return err
+	}
+	rss1, err := rssKiB(g.PID())
+	if err != nil {
+		return err
+	}
+	n := float64(len(conns))
+	res.WarmClients = len(conns)
+	res.RSSPerWarmKiB = float64(rss1-rss0) / n
+	res.GoroutinesPerWarm = (m1["go_goroutines"] - m["go_goroutines"]) / n
+	res.HeapPerWarmKiB = (m1["go_memstats_heap_inuse_bytes"] - m["go_memstats_heap_inuse_bytes"]) / 1024 / n
+	res.StackPerWarmKiB = (m1["go_memstats_stack_inuse_bytes"] - m["go_memstats_stack_inuse_bytes"]) / 1024 / n
+	return nil
+}
+
+// dialStandby opens Client name's standby connection (role standby) from
+// src and leaves it waiting for an Open.
+func dialStandby(ctx context.Context, gw, key, name string, src net.IP) (net.Conn, error) {
+	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: src}, Timeout: 15 * time.Second}
+	conn, err := d.DialContext(ctx, "tcp", gw)
+	if err != nil {
+		return nil, fmt.Errorf("dial from %s: %w", src, err)
+	}
+	_ = conn.SetDeadline(time.Now().Add(30 * time.Second))
+	req := "GET " + wire.Path + " HTTP/1.1\r\nHost: " + gw + "\r\nConnection: Upgrade\r\nUpgrade: " + wire.Protocol + "\r\n\r\n"
+	br := bufio.NewReaderSize(conn, 512)
+	var ch wire.Challenge
+	if _, err := conn.Write([]byte(req)); err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("send upgrade: %w", err)
+	}
+	resp, err := http.ReadResponse(br, &http.Request{Method: http.MethodGet})
+	if err == nil && resp.StatusCode != http.StatusSwitchingProtocols {
+		err = fmt.Errorf("upgrade refused: %s", resp.Status)
+	}
+	if err == nil {
+		err = wire.Expect(br, wire.TypeChallenge, &ch)
+	}
+	if err == nil {
+		err = wire.WriteFrame(conn, wire.TypeHello, wire.NewHello(ch, key, wire.RoleStandby, name, ""))
+	}
+	if err != nil {
+		conn.Close()
+		return nil, err
+	}
+	_ = conn.SetDeadline(time.Time{})
+	return conn, nil
 }
 
 // settle waits until every Client is registered, the event queue is empty

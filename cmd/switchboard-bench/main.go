@@ -38,15 +38,16 @@ import (
 )
 
 type options struct {
-	rounds     int
-	bulkMB     int
-	parallelMB int
-	streams    int
-	pings      int
-	msgSize    int
-	sessions   int
-	only       string
-	setupGap   time.Duration
+	rounds      int
+	bulkMB      int
+	parallelMB  int
+	streams     int
+	pings       int
+	msgSize     int
+	sessions    int
+	only        string
+	setupGap    time.Duration
+	warmClients int
 
 	clients   int
 	workers   int
@@ -80,6 +81,7 @@ func main() {
 	flag.DurationVar(&o.setupGap, "setup-gap", 20*time.Millisecond, "pause before each paced session of the set-up test, in which warm connections refill")
 	flag.StringVar(&o.only, "only", "bulk,pingpong,setup,oneshot,failover,idle", "parts to run (comma-separated): the path measurements bulk, pingpong, setup and oneshot; failover; idle")
 	flag.IntVar(&o.clients, "clients", 10000, "idle Clients to connect to a fresh gateway; 0 skips the idle test")
+	flag.IntVar(&o.warmClients, "warm-clients", 1000, "of the idle Clients, how many then open a standby connection (as after a session), to measure a warm Client's cost; 0 skips it")
 	flag.IntVar(&o.workers, "connect-workers", 64, "idle Clients connecting at once")
 	flag.DurationVar(&o.hbEvery, "hb-every", 5*time.Second, "heartbeat interval of idle Clients during the CPU window")
 	flag.DurationVar(&o.cpuWindow, "cpu-window", 20*time.Second, "length of each idle CPU window")

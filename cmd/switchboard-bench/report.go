@@ -296,6 +296,11 @@ func (r *report) writeTable(w io.Writer) {
 		if i.Dropped > 0 {
 			fmt.Fprintf(w, "  WARNING: %d heartbeats found their connection dropped\n", i.Dropped)
 		}
+		if i.WarmClients > 0 {
+			fmt.Fprintf(w, "  warm       %d of them then open a standby connection (as after a session): %.1f KiB RSS, %.2f goroutines per warm Client\n",
+				i.WarmClients, i.RSSPerWarmKiB, i.GoroutinesPerWarm)
+			fmt.Fprintf(w, "             of which Go stacks %.1f KiB and Go heap in use %.1f KiB per warm Client, on top of its idle cost\n", i.StackPerWarmKiB, i.HeapPerWarmKiB)
+		}
 	}
 	if len(r.Oneshot) > 0 {
 		writeOneshot(w, r.Oneshot)

@@ -304,7 +304,7 @@ func runIdle(ctx context.Context, o options, dir string, rep *report) (err error
 	case <-time.After(3 * time.Second):
 	}
 	res, err := measureIdle(ctx, g, idleOpts{
-		clients: o.clients, workers: o.workers, key: benchKey,
+		clients: o.clients, workers: o.workers, key: benchKey, warm: o.warmClients,
 		window: o.cpuWindow, hbEvery: o.hbEvery, settle: o.settle, logf: logf,
 	})
 	if err != nil {
