@@ -22,6 +22,8 @@ type Presence struct {
 	OS       string
 	Version  string
 	Services []string
+	// ServiceKinds maps services to their kind for the browser console.
+	ServiceKinds map[string]string
 	// ConnectedAt is the connecting node's clock; it decides which of two
 	// connections of one Client is the newer.
 	ConnectedAt time.Time
@@ -39,21 +41,21 @@ type PresenceOp struct {
 	P      Presence
 }
 
-const presenceColumns = "name, key_id, node, real_ip, public_ip, os, version, services, connected_at, last_heartbeat, conn_id"
+const presenceColumns = "name, key_id, node, real_ip, public_ip, os, version, services, connected_at, last_heartbeat, conn_id, service_kinds"
 
 func scanPresence(row pgx.Row) (Presence, error) {
 	var p Presence
 	err := row.Scan(&p.Name, &p.KeyID, &p.Node, &p.RealIP, &p.PublicIP, &p.OS, &p.Version, &p.Services,
-		&p.ConnectedAt, &p.LastHeartbeat, &p.ConnID)
+		&p.ConnectedAt, &p.LastHeartbeat, &p.ConnID, &p.ServiceKinds)
 	return p, err
 }
 
 const upsertPresence = `
 INSERT INTO presence (` + presenceColumns + `)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, now(), $10)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, now(), $10, $11)
 ON CONFLICT (name, key_id) DO UPDATE SET node = EXCLUDED.node, real_ip = EXCLUDED.real_ip,
 	public_ip = EXCLUDED.public_ip, os = EXCLUDED.os, version = EXCLUDED.version, services = EXCLUDED.services,
-	connected_at = EXCLUDED.connected_at, last_heartbeat = now(), conn_id = EXCLUDED.conn_id
+	service_kinds = EXCLUDED.service_kinds, connected_at = EXCLUDED.connected_at, last_heartbeat = now(), conn_id = EXCLUDED.conn_id
 WHERE presence.connected_at <= EXCLUDED.connected_at`
 
 const deletePresence = "DELETE FROM presence WHERE name = $1 AND key_id = $2 AND conn_id = $3"
@@ -106,7 +108,7 @@ func (db *DB) ApplyPresence(ctx context.Context, ops []PresenceOp) error {
 		if services == nil {
 			services = []string{}
 		}
-		b.Queue(upsertPresence, p.Name, p.KeyID, p.Node, p.RealIP, p.PublicIP, p.OS, p.Version, services, p.ConnectedAt, p.ConnID)
+		b.Queue(upsertPresence, p.Name, p.KeyID, p.Node, p.RealIP, p.PublicIP, p.OS, p.Version, services, p.ConnectedAt, p.ConnID, kindsOf(p))
 	}
 	err := pgx.BeginFunc(ctx, db.pool, func(tx pgx.Tx) error {
 		return tx.SendBatch(ctx, b).Close()
@@ -206,7 +208,7 @@ DELETE FROM presence p USING mine WHERE p.name = mine.name AND p.key_id = mine.k
 			if services == nil {
 				services = []string{}
 			}
-			b.Queue(upsertPresence, p.Name, p.KeyID, node, p.RealIP, p.PublicIP, p.OS, p.Version, services, p.ConnectedAt, p.ConnID)
+			b.Queue(upsertPresence, p.Name, p.KeyID, node, p.RealIP, p.PublicIP, p.OS, p.Version, services, p.ConnectedAt, p.ConnID, kindsOf(p))
 		}
 		return tx.SendBatch(ctx, b).Close()
 	})
@@ -221,4 +223,12 @@ DELETE FROM presence p USING mine WHERE p.name = mine.name AND p.key_id = mine.k
 // its own Clients with to find the ones that reconnected elsewhere.
 func (db *DB) PresenceElsewhere(ctx context.Context, node string, since time.Time) ([]Presence, error) {
 	return db.queryPresence(ctx, "SELECT "+presenceColumns+" FROM presence WHERE node <> $1 AND connected_at > $2", node, since)
+}
+
+// kindsOf is p's service kinds for the jsonb column, never NULL.
+func kindsOf(p Presence) map[string]string {
+	if p.ServiceKinds == nil {
+		return map[string]string{}
+	}
+	return p.ServiceKinds
 }

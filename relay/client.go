@@ -28,7 +28,8 @@ type client struct {
 	os       string
 	version  string
 	services []string
-	node     string // for a Client of another node (cross-node sessions)
+	kinds    map[string]string // service → kind, for the browser console; nil when none
+	node     string            // for a Client of another node (cross-node sessions)
 	since    time.Time
 	lastSeen atomic.Int64 // unix nanoseconds of the last frame read
 
@@ -95,6 +96,7 @@ func (c *client) info() wire.ClientInfo {
 		ConnectedSince: c.since,
 		LastHeartbeat:  time.Unix(0, c.lastSeen.Load()),
 		Services:       c.services,
+		ServiceKinds:   c.kinds,
 	}
 }
 
@@ -128,13 +130,20 @@ func (s *Server) serveClient(ctx context.Context, p *peerConn) error {
 	}
 	// serve checked every field (Hello.Check) before this.
 	services := make([]string, 0, len(h.Services))
+	var kinds map[string]string
 	for _, sv := range h.Services {
 		services = append(services, sv.Name)
+		if k := wire.ServiceKind(sv.Name, sv.Kind); k != "" {
+			if kinds == nil {
+				kinds = make(map[string]string)
+			}
+			kinds[sv.Name] = k
+		}
 	}
 	now := time.Now()
 	c := &client{
 		conn: p.conn, name: h.Name, keyID: key.KeyID, realIP: h.RealIP, publicIP: p.publicIP,
-		os: h.OS, version: h.Version, services: services, since: now, connID: newID(),
+		os: h.OS, version: h.Version, services: services, kinds: kinds, since: now, connID: newID(),
 	}
 	c.lastSeen.Store(now.UnixNano())
 

@@ -35,6 +35,8 @@ type session struct {
 	// hopFor is the node that brokered a session this node only relays
 	// (its Client accepted here): that node lists and records it.
 	hopFor string
+	// endedBy is the operator who terminated it from a console.
+	endedBy atomic.Pointer[string]
 }
 
 // terminate cuts both sides; the splice then ends and cleans up.
@@ -87,12 +89,19 @@ func (s *Server) Sessions() []SessionInfo {
 }
 
 // TerminateSession cuts one session; false if there is no such session.
-func (s *Server) TerminateSession(id string) bool {
+func (s *Server) TerminateSession(id string) bool { return s.TerminateSessionBy(id, "") }
+
+// TerminateSessionBy cuts one session on operator by's request, which a
+// console session's page then names (LocalSession.EndedBy).
+func (s *Server) TerminateSessionBy(id, by string) bool {
 	s.mu.Lock()
 	x := s.sessions[id]
 	s.mu.Unlock()
 	if x == nil || x.hopFor != "" {
 		return false
+	}
+	if by != "" {
+		x.endedBy.Store(&by)
 	}
 	x.terminate()
 	return true

@@ -149,7 +149,7 @@ func (g *gatewayFlags) secondaryDialer(primary peer.Dialer) (*peer.Dialer, error
 	return &d, nil
 }
 
-const clientUsage = `Usage: switchboard client --gateway URL [--secondary URL] --key KEY [--name NAME] [--service NAME=HOST:PORT]... [--config FILE]
+const clientUsage = `Usage: switchboard client --gateway URL [--secondary URL] --key KEY [--name NAME] [--service NAME=HOST:PORT[,kind=vnc|ssh]]... [--config FILE]
        switchboard client install [the same flags] [--config-path FILE]
        switchboard client uninstall | status
 
@@ -180,6 +180,7 @@ a Windows service on Windows) that starts at boot.`
 type clientFlags struct {
 	gf       gatewayFlags
 	services listFlag
+	kinds    map[string]string // set by resolve
 	name     string
 	config   string
 	logJSON  bool
@@ -190,7 +191,7 @@ type clientFlags struct {
 func (c *clientFlags) add(fs *flagSet) {
 	c.gf.add(fs)
 	fs.StringVar(&c.name, "name", "", "this Client's name (default: the host name)")
-	fs.Var(&c.services, "service", "a local service to offer, NAME=HOST:PORT (repeatable)")
+	fs.Var(&c.services, "service", "a local service to offer, NAME=HOST:PORT[,kind=vnc|ssh] (repeatable; the kind lets the browser console open it as a desktop or a terminal, and is implied by names starting with vnc or ssh)")
 	fs.StringVar(&c.config, "config", "", "config file of name = value lines")
 	fs.BoolVar(&c.logJSON, "log-json", false, "log as JSON instead of text")
 }
@@ -209,10 +210,11 @@ func (c *clientFlags) resolve(fs *flagSet) (peer.Dialer, map[string]string, erro
 	if c.secondary, err = c.gf.secondaryDialer(d); err != nil {
 		return peer.Dialer{}, nil, err
 	}
-	svc, err := parseServices(c.services)
+	svc, kinds, err := parseServices(c.services)
 	if err != nil {
 		return peer.Dialer{}, nil, err
 	}
+	c.kinds = kinds
 	return d, svc, nil
 }
 
@@ -244,7 +246,7 @@ func (e *cmdEnv) client(ctx context.Context, args []string) error {
 		}
 	}
 	a, err := agent.New(agent.Config{
-		Dialer: d, Secondary: cf.secondary, Key: cf.gf.key, Name: cf.name, Services: svc, Version: version,
+		Dialer: d, Secondary: cf.secondary, Key: cf.gf.key, Name: cf.name, Services: svc, Kinds: cf.kinds, Version: version,
 		Logger: newLogger(e.stderr, cf.logJSON),
 	})
 	if err != nil {
@@ -253,19 +255,31 @@ func (e *cmdEnv) client(ctx context.Context, args []string) error {
 	return runAsService(ctx, a.Run)
 }
 
-func parseServices(list []string) (map[string]string, error) {
-	out := make(map[string]string, len(list))
+// parseServices reads NAME=HOST:PORT[,kind=vnc|ssh] entries: the address
+// of each service and, where given, its kind for the browser console
+// (otherwise its name implies one, wire.ServiceKind).
+func parseServices(list []string) (addrs, kinds map[string]string, err error) {
+	addrs = make(map[string]string, len(list))
+	kinds = make(map[string]string)
 	for _, s := range list {
-		name, addr, ok := strings.Cut(s, "=")
+		name, rest, ok := strings.Cut(s, "=")
+		addr, opt, hasOpt := strings.Cut(rest, ",")
 		if !ok || name == "" || addr == "" {
-			return nil, fmt.Errorf("--service %q: want NAME=HOST:PORT, e.g. ssh=127.0.0.1:22", s)
+			return nil, nil, fmt.Errorf("--service %q: want NAME=HOST:PORT[,kind=vnc|ssh], e.g. ssh=127.0.0.1:22", s)
 		}
-		if _, dup := out[name]; dup {
-			return nil, fmt.Errorf("--service %s given twice", name)
+		if _, dup := addrs[name]; dup {
+			return nil, nil, fmt.Errorf("--service %s given twice", name)
 		}
-		out[name] = addr
+		if hasOpt {
+			kind, ok := strings.CutPrefix(opt, "kind=")
+			if !ok || (kind != wire.KindVNC && kind != wire.KindSSH) {
+				return nil, nil, fmt.Errorf("--service %q: after the address only kind=vnc or kind=ssh may follow", s)
+			}
+			kinds[name] = kind
+		}
+		addrs[name] = addr
 	}
-	return out, nil
+	return addrs, kinds, nil
 }
 
 // applyConfigFile sets every flag the file names that was not set on the

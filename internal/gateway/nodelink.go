@@ -221,7 +221,7 @@ func (p *peers) serveLink(ctx context.Context, conn net.Conn, br *bufio.Reader, 
 			refuse(wire.CodeBadRequest, "bad node-end frame")
 			return
 		}
-		if !p.g.relay.TerminateSession(e.SessionID) {
+		if !p.g.relay.TerminateSessionBy(e.SessionID, e.By) {
 			refuse(wire.CodeNotFound, "that session has already ended")
 			return
 		}
@@ -427,7 +427,7 @@ var errSessionGone = errors.New("that session has already ended")
 // another); by is the operator who asked.
 func (p *peers) TerminateClusterSession(ctx context.Context, node, id, by string) error {
 	if node == "" || node == p.g.cfg.Node {
-		if !p.g.relay.TerminateSession(id) {
+		if !p.g.relay.TerminateSessionBy(id, by) {
 			return errSessionGone
 		}
 		return nil

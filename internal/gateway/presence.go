@@ -117,7 +117,7 @@ func newPresence(g *Gateway) *presence {
 func toRow(r relay.Registration) db.Presence {
 	return db.Presence{
 		Name: r.Name, KeyID: r.KeyID, Node: r.Node, RealIP: r.RealIP, PublicIP: r.PublicIP, OS: r.OS,
-		Version: r.Version, Services: r.Services, ConnectedAt: r.ConnectedSince, ConnID: r.ConnID,
+		Version: r.Version, Services: r.Services, ServiceKinds: r.ServiceKinds, ConnectedAt: r.ConnectedSince, ConnID: r.ConnID,
 	}
 }
 
@@ -152,7 +152,7 @@ func (p *presence) Unregistered(name, keyID, connID string) {
 func infoOf(r db.Presence) wire.ClientInfo {
 	return wire.ClientInfo{
 		Name: r.Name, RealIP: r.RealIP, PublicIP: r.PublicIP, OS: r.OS, Version: r.Version,
-		ConnectedSince: r.ConnectedAt, LastHeartbeat: r.LastHeartbeat, Services: r.Services, Node: r.Node,
+		ConnectedSince: r.ConnectedAt, LastHeartbeat: r.LastHeartbeat, Services: r.Services, ServiceKinds: r.ServiceKinds, Node: r.Node,
 	}
 }
 

@@ -127,6 +127,11 @@ func (h *Hello) Check() error {
 		if seen[sv.Name] {
 			return &FieldError{"services", "must not repeat a name"}
 		}
+		switch sv.Kind {
+		case "", KindVNC, KindSSH:
+		default:
+			return &FieldError{"service kind", "must be vnc, ssh or empty"}
+		}
 		seen[sv.Name] = true
 	}
 	return nil

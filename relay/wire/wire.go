@@ -87,6 +87,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"time"
 )
 
@@ -256,6 +257,37 @@ type Hello struct {
 // Client: the gateway and Controls only ever see the name.
 type Service struct {
 	Name string `json:"name"`
+	// Kind says how the console can open the service in a browser:
+	// KindVNC, KindSSH, or empty for what its name implies (ServiceKind).
+	Kind string `json:"kind,omitempty"`
+}
+
+// Kinds of services the browser console opens: a desktop (RFB, through
+// noVNC) or a terminal (the gateway is the SSH client).
+const (
+	KindVNC = "vnc"
+	KindSSH = "ssh"
+)
+
+// ServiceKind is the kind of service name given explicitly as kind, or
+// else the one its name implies: "vnc", "ssh" and names starting with
+// them. "" for services the browser console does not open.
+func ServiceKind(name, kind string) string {
+	switch kind {
+	case KindVNC, KindSSH:
+		return kind
+	case "":
+	default:
+		return ""
+	}
+	lower := strings.ToLower(name)
+	switch {
+	case strings.HasPrefix(lower, KindVNC):
+		return KindVNC
+	case strings.HasPrefix(lower, KindSSH):
+		return KindSSH
+	}
+	return ""
 }
 
 // Welcome accepts a Client's registration.
@@ -344,7 +376,10 @@ type ClientInfo struct {
 	ConnectedSince time.Time `json:"connected_since"`
 	LastHeartbeat  time.Time `json:"last_heartbeat"`
 	Services       []string  `json:"services"`
-	Node           string    `json:"node,omitempty"`
+	// ServiceKinds maps each service the browser console opens to its
+	// kind (KindVNC, KindSSH); services of no kind are absent.
+	ServiceKinds map[string]string `json:"service_kinds,omitempty"`
+	Node         string            `json:"node,omitempty"`
 }
 
 // ClientList is one page of a browse result.

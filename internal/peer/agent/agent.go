@@ -34,8 +34,11 @@ type Config struct {
 	Key       string
 	Name      string
 	Services  map[string]string // service name → local host:port
-	Version   string
-	Logger    *slog.Logger
+	// Kinds gives services a kind for the browser console (wire.KindVNC,
+	// wire.KindSSH) that their names do not imply.
+	Kinds   map[string]string
+	Version string
+	Logger  *slog.Logger
 
 	// MinBackoff and MaxBackoff bound the jittered exponential wait between
 	// reconnection attempts. Zero means 500 ms and 30 s: quick after a blip,
@@ -471,7 +474,7 @@ func (a *Agent) serviceList() []wire.Service {
 	sort.Strings(names)
 	out := make([]wire.Service, len(names))
 	for i, n := range names {
-		out[i] = wire.Service{Name: n}
+		out[i] = wire.Service{Name: n, Kind: a.cfg.Kinds[n]}
 	}
 	return out
 }
