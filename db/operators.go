@@ -30,6 +30,9 @@ type Operator struct {
 	// Require2FA asks for Factor when this operator starts a remote
 	// connection from a Control (the console always asks for it).
 	Require2FA bool
+	// RemoteAccess is what an operator who is not an admin may reach from
+	// the browser console: "client:NAME" and "key:KEY-ID" entries.
+	RemoteAccess []string
 	// TOTPSecret is the enrolled base32 secret; empty when not enrolled.
 	// It is stored sealed (see UseSecretsKey) and read back in clear.
 	TOTPSecret string
@@ -72,7 +75,8 @@ const operatorColumns = `operators.id, name, password_hash, role, disabled, crea
 	(SELECT coalesce(sum(t.attempts), 0)::int FROM signin_throttle t WHERE t.operator_id = operators.id),
 	(SELECT max(t.locked_until) FROM signin_throttle t WHERE t.operator_id = operators.id AND t.locked_until > now()),
 	last_signin_at, last_signin_address,
-	(SELECT count(*)::int FROM operator_recovery_codes c WHERE c.operator_id = operators.id AND c.used_at IS NULL)`
+	(SELECT count(*)::int FROM operator_recovery_codes c WHERE c.operator_id = operators.id AND c.used_at IS NULL),
+	remote_access`
 
 // scanOperator reads an operator and opens its TOTP secret.
 func (db *DB) scanOperator(row pgx.Row) (Operator, error) {
@@ -80,7 +84,7 @@ func (db *DB) scanOperator(row pgx.Row) (Operator, error) {
 	var locked, lastSignin *time.Time
 	err := row.Scan(&o.ID, &o.Name, &o.PasswordHash, &o.Role, &o.Disabled, &o.CreatedAt,
 		&o.Factor, &o.Require2FA, &o.TOTPSecret, &o.FailedSignins, &locked,
-		&lastSignin, &o.LastSigninAddress, &o.RecoveryCodesLeft)
+		&lastSignin, &o.LastSigninAddress, &o.RecoveryCodesLeft, &o.RemoteAccess)
 	if err != nil {
 		return Operator{}, err
 	}

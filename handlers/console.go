@@ -19,6 +19,7 @@ import (
 	"github.com/switchboard/switchboard/internal/auth/signin"
 	"github.com/switchboard/switchboard/internal/config"
 	"github.com/switchboard/switchboard/relay"
+	"github.com/switchboard/switchboard/relay/wire"
 	"github.com/switchboard/switchboard/web"
 )
 
@@ -26,7 +27,7 @@ import (
 type ConsoleRelay interface {
 	Clients() []relay.ClientInfo
 	Sessions() []relay.SessionInfo
-	TerminateSession(id string) bool
+	TerminateSessionBy(id, by string) bool
 	Version() uint64
 	Stats() relay.Stats
 }
@@ -70,6 +71,13 @@ type Console struct {
 	// Cluster lists and ends the sessions of every node of a cluster;
 	// nil: this node's alone.
 	Cluster ClusterSessions
+	// Remote keeps browser sessions' host keys and recordings, and
+	// Connector opens their sessions; nil: no desktops or terminals.
+	Remote    RemoteStore
+	Connector LocalConnector
+	// RecordDir holds terminal recordings while they are written, before
+	// they are stored in PostgreSQL.
+	RecordDir string
 
 	// knownChanged counts the console's changes of the known Clients, so
 	// that the open Clients pages render their offline list again at once
@@ -117,6 +125,11 @@ func (c *Console) routes() http.Handler {
 		r.Get("/dashboard/stream", c.dashboardStream)
 		r.Get("/clients/{name}/stream", c.clientStream)
 	})
+	// Browser sessions' WebSockets, outside LoadAndSave too: they check
+	// the console session, the origin and the permission themselves and
+	// answer 401/403 with no socket.
+	r.Get("/remote/{client}/{service}", c.desktopSocket)
+	r.Get("/terminal/{client}/{service}", c.terminalSocket)
 	r.Group(func(r chi.Router) {
 		r.Use(c.Sessions.LoadAndSave)
 		c.sessionRoutes(r)
@@ -146,6 +159,13 @@ func (c *Console) sessionRoutes(r chi.Router) {
 		r.Post("/account/totp/confirm", c.confirmTOTP)
 		r.Post("/account/password", c.changePassword)
 		r.Post("/account/recovery-codes", c.newRecoveryCodes)
+		// Remote control: each page checks the operator's permission for
+		// its Client (admins, or the operator's allow-list).
+		r.Get("/remote", c.remoteListPage)
+		r.Get("/remote/verify", c.remoteVerifyPage)
+		r.Post("/remote/verify", c.remoteVerify)
+		r.Get("/clients/{name}/desktop/{service}", c.remotePage(wire.KindVNC))
+		r.Get("/clients/{name}/terminal/{service}", c.remotePage(wire.KindSSH))
 	})
 	// Signed-in admins.
 	r.Group(func(r chi.Router) {
@@ -158,12 +178,17 @@ func (c *Console) sessionRoutes(r chi.Router) {
 		r.Post("/clients/{name}/disconnect", c.disconnectClient)
 		r.Post("/clients/{name}/forget", c.forgetClient)
 		r.Get("/events", c.eventsPage)
+		r.Get("/recordings", c.recordingsPage)
+		r.Get("/recordings/{id}", c.recordingPage)
+		r.Get("/recordings/{id}/cast", c.recordingCast)
+		r.Post("/clients/{name}/hostkeys/{service}/clear", c.clearHostKey)
 		r.Get("/config", http.RedirectHandler("/console/config/general", http.StatusSeeOther).ServeHTTP)
 		r.Get("/config/{tab}", c.configPage)
 		r.Post("/config/general", c.saveGeneral)
 		r.Post("/config/servers", c.saveServers)
 		r.Post("/config/licences", c.saveLicences)
 		r.Post("/config/security", c.saveSecurity)
+		r.Post("/config/remote", c.saveRemote)
 		r.Post("/config/security/certificate", c.uploadCertificate)
 		r.Post("/config/security/acme", c.useACME)
 		r.Post("/config/security/self-signed", c.useSelfSigned)
@@ -180,11 +205,14 @@ func (c *Console) sessionRoutes(r chi.Router) {
 	})
 }
 
+// consoleCSP allows no inline script or style, nothing from elsewhere.
+const consoleCSP = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
+
 // securityHeaders: no inline script anywhere, no framing, no sniffing.
 func securityHeaders(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		h := w.Header()
-		h.Set("Content-Security-Policy", "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'")
+		h.Set("Content-Security-Policy", consoleCSP)
 		h.Set("X-Content-Type-Options", "nosniff")
 		h.Set("X-Frame-Options", "DENY")
 		h.Set("Referrer-Policy", "no-referrer")

@@ -190,6 +190,18 @@ func (c *Console) clientView(ctx context.Context, r *http.Request, st clientStat
 		v.NodeURL = c.nodeConsoleURL(ctx, ci.Node, ci.Name, ci.KeyID)
 	}
 	if st.online {
+		v.Client.Remote = web.RemoteLinks(ci.Name, ci.KeyID, ci.Services, ci.ServiceKinds)
+	}
+	if c.Remote != nil {
+		if hks, err := c.Remote.HostKeys(ctx, ci.Name); err == nil {
+			for _, h := range hks {
+				if h.KeyID == ci.KeyID || ci.KeyID == "" {
+					v.HostKeys = append(v.HostKeys, web.HostKeyRow{Service: h.Service, KeyID: h.KeyID, Fingerprint: h.Fingerprint, PinnedAt: h.PinnedAt})
+				}
+			}
+		}
+	}
+	if st.online {
 		ss, _ := c.sessions(ctx)
 		for _, s := range ss {
 			if s.Client == ci.Name {

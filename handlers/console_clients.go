@@ -88,6 +88,7 @@ func clientsView(all []relay.ClientInfo, q clientsQuery, now time.Time) web.Clie
 		rows = append(rows, web.ClientRow{
 			Name: c.Name, Node: c.Node, RealIP: c.RealIP, PublicIP: c.PublicIP, KeyLabel: keyLabel(c), OS: c.OS, Version: c.Version,
 			Services: c.Services, Since: c.ConnectedSince, LastHeartbeat: c.LastHeartbeat, KeyID: c.KeyID,
+			Remote: web.RemoteLinks(c.Name, c.KeyID, c.Services, c.ServiceKinds),
 		})
 	}
 	return web.ClientsView{

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"strconv"
+	"slices"
 	"strings"
 	"time"
 
@@ -88,6 +89,12 @@ func (c *Console) configView(r *http.Request, tab string) (web.ConfigView, error
 		if v.TwoFA, err = c.twoFAView(r); err != nil {
 			return web.ConfigView{}, err
 		}
+	case "security":
+		rs, err := LoadRemoteSettings(ctx, c.Store)
+		if err != nil {
+			return web.ConfigView{}, err
+		}
+		v.RecordTerminals, v.RetentionDays = rs.RecordTerminals, rs.RetentionDays
 	}
 	return v, nil
 }
@@ -111,7 +118,7 @@ func (c *Console) operatorRows(ctx context.Context) ([]web.OperatorRow, error) {
 	rows := make([]web.OperatorRow, 0, len(ops))
 	for _, o := range ops {
 		row := web.OperatorRow{Name: o.Name, Role: o.Role, Disabled: o.Disabled, Added: o.CreatedAt,
-			Factor: o.Factor, Require2FA: o.Require2FA, TOTPEnrolled: o.TOTPSecret != "",
+			Factor: o.Factor, Require2FA: o.Require2FA, TOTPEnrolled: o.TOTPSecret != "", RemoteAccess: strings.Join(o.RemoteAccess, "\n"),
 			LastSignin: o.LastSigninAt, LastSigninFrom: o.LastSigninAddress, Sessions: sessions[o.Name],
 			Warning: factorWarning(o.Name, o.Factor, o.TOTPSecret != "", o.Require2FA || set.Require2FA, set)}
 		if o.LockedUntil.After(c.now()) {
@@ -514,8 +521,13 @@ func (c *Console) updateOperator(w http.ResponseWriter, r *http.Request) {
 		disabled = r.PostForm.Get("disabled") == "1"
 	}
 	factor, require2FA, resetTOTP := r.PostForm.Get("factor"), r.PostForm.Get("require_2fa") == "1", r.PostForm.Get("reset_totp") == "1"
-	form := map[string]string{"role": role, "factor": factor, "require_2fa": boolForm(require2FA), "reset_totp": boolForm(resetTOTP)}
+	remoteText := r.PostForm.Get("remote_access")
+	form := map[string]string{"role": role, "factor": factor, "require_2fa": boolForm(require2FA), "reset_totp": boolForm(resetTOTP), "remote_access": remoteText}
 	errs := map[string]string{}
+	remote, rerr := parseRemoteAccess(remoteText)
+	if rerr != "" {
+		errs["remote_access"] = rerr
+	}
 	if !validRole(role) {
 		errs["role"] = "Choose a role."
 	}
@@ -552,6 +564,9 @@ func (c *Console) updateOperator(w http.ResponseWriter, r *http.Request) {
 	if err == nil {
 		err = c.Store.SetSecondFactor(ctx, name, factor, require2FA)
 	}
+	if err == nil && c.Remote != nil {
+		err = c.Remote.SetRemoteAccess(ctx, name, remote)
+	}
 	switch {
 	case errors.Is(err, db.ErrNotFound):
 		err = badRequest("No operator called " + name + ".")
@@ -574,6 +589,9 @@ func (c *Console) updateOperator(w http.ResponseWriter, r *http.Request) {
 		}
 		if resetTOTP {
 			what += ", enrolled app removed"
+		}
+		if len(remote) > 0 {
+			what += ", remote control of " + strings.Join(remote, " ")
 		}
 		c.record(r, event.OperatorChanged(operatorOf(r).Name, name, what))
 		enrolled := op.TOTPSecret != "" && !resetTOTP
@@ -607,7 +625,7 @@ func (c *Console) endOperatorSessions(ctx context.Context, operator string) {
 			}
 			continue
 		}
-		c.Relay.TerminateSession(x.ID)
+		c.Relay.TerminateSessionBy(x.ID, "")
 	}
 }
 
@@ -799,4 +817,65 @@ func (c *Console) nodeRows(ctx context.Context) ([]web.NodeRow, string) {
 			Clients: n.Clients, Sessions: n.Sessions, LastSeen: web.Duration(max(n.Age, 0)) + " ago"})
 	}
 	return rows, ""
+}
+
+// parseRemoteAccess reads an operator's remote-control allow-list, one
+// "client:NAME" or "key:KEY-ID" a line; the message says what is wrong.
+func parseRemoteAccess(text string) ([]string, string) {
+	var out []string
+	for _, line := range strings.Split(text, "\n") {
+		line = strings.TrimSpace(line)
+		if line == "" {
+			continue
+		}
+		kind, val, _ := strings.Cut(line, ":")
+		switch kind {
+		case "client":
+			if wire.CheckName("client", val) != nil {
+				return nil, fmt.Sprintf("%q is not a Client name (1 to 128 printable characters, no /).", val)
+			}
+		case "key":
+			if !isHex(val) {
+				return nil, fmt.Sprintf("%q is not a key ID (as the Keys tab shows it).", val)
+			}
+		default:
+			return nil, fmt.Sprintf("Each line is client:NAME or key:KEY-ID, not %q.", line)
+		}
+		if !slices.Contains(out, line) {
+			out = append(out, line)
+		}
+	}
+	if len(out) > 200 {
+		return nil, "At most 200 entries; give a key instead of many Clients."
+	}
+	return out, ""
+}
+
+func isHex(s string) bool {
+	if s == "" || len(s) > 128 {
+		return false
+	}
+	for _, c := range s {
+		if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
+			return false
+		}
+	}
+	return true
+}
+
+// saveRemote saves the browser sessions' settings.
+func (c *Console) saveRemote(w http.ResponseWriter, r *http.Request) {
+	days, err := strconv.Atoi(strings.TrimSpace(r.FormValue("retention_days")))
+	if err != nil || days < 1 || days > 3650 {
+		c.done(w, r, "security", badRequest("Keep recordings from 1 to 3650 days."), "")
+		return
+	}
+	record := r.FormValue("record_terminals") == "1"
+	val := map[bool]string{true: "on", false: "off"}[record]
+	if err := c.Store.SetSettings(r.Context(), map[string]string{settingRecord: val, settingRetention: strconv.Itoa(days)}); err != nil {
+		c.fail(w, r, err)
+		return
+	}
+	c.record(r, event.ConfigChanged(operatorOf(r).Name, fmt.Sprintf("browser sessions: terminal recording %s, kept %d days", val, days)))
+	c.done(w, r, "security", nil, "Saved the browser sessions' settings.")
 }

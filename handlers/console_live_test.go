@@ -41,10 +41,10 @@ func (r *busyRelay) Clients() []relay.ClientInfo {
 	c.Name = "pc-live"
 	return []relay.ClientInfo{c}
 }
-func (r *busyRelay) Sessions() []relay.SessionInfo { return nil }
-func (r *busyRelay) TerminateSession(string) bool  { return false }
-func (r *busyRelay) Version() uint64               { return r.v.Add(1) }
-func (r *busyRelay) Stats() relay.Stats            { return relay.Stats{Clients: 1} }
+func (r *busyRelay) Sessions() []relay.SessionInfo          { return nil }
+func (r *busyRelay) TerminateSessionBy(string, string) bool { return false }
+func (r *busyRelay) Version() uint64                        { return r.v.Add(1) }
+func (r *busyRelay) Stats() relay.Stats                     { return relay.Stats{Clients: 1} }
 
 type liveConsole struct {
 	store  *db.DB

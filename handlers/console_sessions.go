@@ -105,7 +105,7 @@ func (c *Console) terminateSession(w http.ResponseWriter, r *http.Request) {
 		}
 		ended = err == nil
 	default:
-		ended = c.Relay.TerminateSession(id)
+		ended = c.Relay.TerminateSessionBy(id, op)
 	}
 	if !ended {
 		c.fail(w, r, &Error{Status: http.StatusNotFound, Message: "That session has already ended, or its node cannot be reached now."})

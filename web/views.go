@@ -40,6 +40,8 @@ type ClientRow struct {
 	Services                                            []string
 	Since, LastHeartbeat                                time.Time
 	KeyID                                               string
+	// Remote opens its desktops and terminals in the browser.
+	Remote []RemoteLink
 }
 
 // ClientsView is a page of the Clients list.
@@ -161,6 +163,9 @@ type OperatorRow struct {
 	Factor       string
 	Require2FA   bool
 	TOTPEnrolled bool
+	// RemoteAccess is what the operator, if not an admin, may open in
+	// the browser: one "client:NAME" or "key:KEY-ID" a line.
+	RemoteAccess string
 	LockedUntil  time.Time
 	// LastSignin is the last sign-in with a password, from LastSigninFrom;
 	// zero when never.
@@ -196,6 +201,9 @@ type ConfigView struct {
 	// ACME settings, for the form that switches to ACME.
 	ACMEDomains, ACMEEmail, ACMEDirectory string
 	TwoFA                                 TwoFAView
+	// Browser sessions: terminals recorded, and for how many days.
+	RecordTerminals bool
+	RetentionDays   int
 	// Nodes are the gateway nodes of the cluster (the node registry), for
 	// the Servers tab; NodesError says why they could not be read.
 	Nodes      []NodeRow
@@ -410,6 +418,14 @@ type ClientView struct {
 	KeyLabel string
 	Now      time.Time
 	Note     string
+	// HostKeys are the SSH host keys pinned for its terminals.
+	HostKeys []HostKeyRow
+}
+
+// HostKeyRow is an SSH host key pinned for one of a Client's services.
+type HostKeyRow struct {
+	Service, KeyID, Fingerprint string
+	PinnedAt                    time.Time
 }
 
 // ConnectCommand is the Control command that opens a service of a Client.
@@ -571,6 +587,8 @@ func DisconnectConfirm(name string, sessions int) string {
 }
 
 func queryEscape(s string) string { return url.QueryEscape(s) }
+
+func pathEscape(s string) string { return url.PathEscape(s) }
 
 // DashNode is one node of the cluster on the dashboard.
 type DashNode struct {

@@ -216,6 +216,7 @@ func Start(ctx context.Context, cfg Config) (_ *Gateway, err error) {
 		Console: &handlers.Console{
 			Relay: g.relay, Store: st, Config: runtimeStore{st, cfg.runtimeConfig()}, Sessions: sessions, Events: nodeSink,
 			Signin: signins, Cluster: g.peers,
+			Remote: st, Connector: g.relay, RecordDir: g.recordDir(),
 			Asset: assets.URL, Logger: log, Stopping: g.stopping, HTTPS: g.tls != nil,
 			Certificate: g.certificateInfo,
 			AddKey: func(ctx context.Context, key, label string) (string, bool, error) {
@@ -433,6 +434,15 @@ func portOf(addr string) int {
 // DB is the gateway's store.
 func (g *Gateway) DB() *db.DB { return g.store.db.Load() }
 
+// recordDir holds terminal recordings while they are written; they are
+// stored in PostgreSQL when their session ends.
+func (g *Gateway) recordDir() string {
+	if g.cfg.DataDir != "" {
+		return filepath.Join(g.cfg.DataDir, "recordings")
+	}
+	return filepath.Join(os.TempDir(), "switchboard-recordings-"+g.cfg.Node)
+}
+
 // Relay is the gateway's relay core.
 func (g *Gateway) Relay() *relay.Server { return g.relay }
 
@@ -451,6 +461,11 @@ func (g *Gateway) poll(ctx context.Context) {
 		case <-expire.C:
 			if err := g.DB().DeleteExpiredSessions(ctx); err != nil && ctx.Err() == nil {
 				g.log.Warn("cannot delete expired console sessions", "err", err)
+			}
+			if n, err := handlers.SweepRecordings(ctx, g.DB(), g.DB(), time.Now()); err != nil && ctx.Err() == nil {
+				g.log.Warn("cannot delete recordings past their retention", "err", err)
+			} else if n > 0 {
+				g.log.Info("deleted recordings past their retention", "recordings", n)
 			}
 			continue
 		case <-t.C:

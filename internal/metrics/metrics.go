@@ -64,7 +64,7 @@ func New(src Sources) *Metrics {
 			Name: "switchboard_client_connects_total", Help: "Client registrations accepted.",
 		}),
 	}
-	for _, c := range []string{event.CheckClient, event.CheckBrowse, event.CheckControl, event.CheckKeyMismatch, event.CheckUnencrypted, event.CheckSignin} {
+	for _, c := range []string{event.CheckClient, event.CheckBrowse, event.CheckControl, event.CheckKeyMismatch, event.CheckUnencrypted, event.CheckSignin, event.CheckRemote} {
 		m.securityFailed.WithLabelValues(c) // present at zero, so rate() works from the start
 	}
 	stat := func(f func(relay.Stats) float64) func() float64 {

@@ -122,3 +122,32 @@ func RecoveryCodesMade(operator, ip string, n int) Event {
 	e.Operator, e.PublicIP = operator, ip
 	return e
 }
+
+// HostKeyRefused reports a browser terminal refused because the Client's
+// SSH server showed another host key than the one pinned for it.
+func HostKeyRefused(operator, client, service, fingerprint, pinned, publicIP string) Event {
+	operator, client, service, fingerprint, pinned, publicIP = Safe(operator), Safe(client), Safe(service), Safe(fingerprint), Safe(pinned), Safe(publicIP)
+	e := newEvent(KindSecurity, fmt.Sprintf("SSH host key of Client %s service %s changed (now %s, pinned %s). Refused the terminal of Control console:%s from %s",
+		client, service, fingerprint, pinned, operator, publicIP))
+	e.Operator, e.Control, e.Client, e.PublicIP = operator, "console:"+operator, client, publicIP
+	e.Check = CheckRemote
+	return e
+}
+
+// HostKeyCleared reports an admin clearing a pinned SSH host key.
+func HostKeyCleared(by, client, service string) Event {
+	by, client, service = Safe(by), Safe(client), Safe(service)
+	e := newEvent(KindConfig, fmt.Sprintf("Operator %s cleared the pinned SSH host key of Client %s service %s", by, client, service))
+	e.Operator, e.Client = by, client
+	return e
+}
+
+// RemoteRefused reports a browser desktop or terminal an operator may not
+// open (no permission for that Client).
+func RemoteRefused(operator, client, service, publicIP string) Event {
+	operator, client, service, publicIP = Safe(operator), Safe(client), Safe(service), Safe(publicIP)
+	e := newEvent(KindSecurity, fmt.Sprintf("Operator %s may not reach Client %s service %s. Refused the browser session from %s", operator, client, service, publicIP))
+	e.Operator, e.Client, e.PublicIP = operator, client, publicIP
+	e.Check = CheckRemote
+	return e
+}

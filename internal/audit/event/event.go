@@ -54,6 +54,9 @@ const (
 	CheckKeyMismatch = "key_mismatch"
 	CheckUnencrypted = "unencrypted"
 	CheckSignin      = "signin"
+	// CheckRemote is a browser desktop or terminal refused: no permission,
+	// or an SSH host key that is not the pinned one.
+	CheckRemote = "remote"
 )
 
 // LogTimeLayout is the date and time of a GW log line: "29-Jun-22, 16:11:20".
