@@ -79,7 +79,7 @@ func main() {
 	flag.IntVar(&o.msgSize, "msg-size", 64, "ping-pong message size in bytes")
 	flag.IntVar(&o.sessions, "sessions", 100, "sessions opened per path and round by the set-up test, paced and then back to back")
 	flag.DurationVar(&o.setupGap, "setup-gap", 20*time.Millisecond, "pause before each paced session of the set-up test, in which warm connections refill")
-	flag.StringVar(&o.only, "only", "bulk,pingpong,setup,oneshot,failover,idle", "parts to run (comma-separated): the path measurements bulk, pingpong, setup and oneshot; failover; idle")
+	flag.StringVar(&o.only, "only", "bulk,pingpong,setup,oneshot,bridge,failover,idle", "parts to run (comma-separated): the path measurements bulk, pingpong, setup and oneshot; bridge (the console's desktop WebSocket against a Control); failover; idle")
 	flag.IntVar(&o.clients, "clients", 10000, "idle Clients to connect to a fresh gateway; 0 skips the idle test")
 	flag.IntVar(&o.warmClients, "warm-clients", 1000, "of the idle Clients, how many then open a standby connection (as after a session), to measure a warm Client's cost; 0 skips it")
 	flag.IntVar(&o.workers, "connect-workers", 64, "idle Clients connecting at once")
@@ -124,11 +124,11 @@ func run(ctx context.Context, o options) (*report, error) {
 	only := map[string]bool{}
 	for _, m := range strings.Split(o.only, ",") {
 		switch m = strings.TrimSpace(m); m {
-		case "bulk", "pingpong", "setup", "oneshot", "failover", "idle":
+		case "bulk", "pingpong", "setup", "oneshot", "failover", "idle", "bridge":
 			only[m] = true
 		case "":
 		default:
-			return nil, fmt.Errorf("--only: unknown part %q (the parts: bulk, pingpong, setup, oneshot, failover, idle)", m)
+			return nil, fmt.Errorf("--only: unknown part %q (the parts: bulk, pingpong, setup, oneshot, failover, idle, bridge)", m)
 		}
 	}
 	if !only["idle"] {
@@ -169,6 +169,11 @@ func run(ctx context.Context, o options) (*report, error) {
 	rep := newReport(o, nofile)
 	if o.rounds > 0 && (only["bulk"] || only["pingpong"] || only["setup"] || only["oneshot"]) {
 		if err := runPaths(ctx, o, dir, only, rep); err != nil {
+			return rep, err
+		}
+	}
+	if only["bridge"] {
+		if err := runBridge(ctx, o, dir, rep); err != nil {
 			return rep, err
 		}
 	}

@@ -40,6 +40,8 @@ type report struct {
 	Failover *failoverResult `json:"failover,omitempty"`
 	// Oneshot is the start-to-answer time of one-shot commands.
 	Oneshot []*oneshotFigure `json:"oneshot,omitempty"`
+	// Bridge compares the console's desktop WebSocket with a Control.
+	Bridge  *bridgeResult `json:"bridge,omitempty"`
 	streams int
 }
 
@@ -301,6 +303,9 @@ func (r *report) writeTable(w io.Writer) {
 				i.WarmClients, i.RSSPerWarmKiB, i.GoroutinesPerWarm)
 			fmt.Fprintf(w, "             of which Go stacks %.1f KiB and Go heap in use %.1f KiB per warm Client, on top of its idle cost\n", i.StackPerWarmKiB, i.HeapPerWarmKiB)
 		}
+	}
+	if r.Bridge != nil {
+		writeBridge(w, r.Bridge)
 	}
 	if len(r.Oneshot) > 0 {
 		writeOneshot(w, r.Oneshot)
