@@ -15,6 +15,7 @@ import (
 	"github.com/switchboard/switchboard/internal/peer/control"
 	"github.com/switchboard/switchboard/internal/peer/peertest"
 	"github.com/switchboard/switchboard/internal/pg/pgtest"
+	"github.com/switchboard/switchboard/relay"
 	"github.com/switchboard/switchboard/relay/wire"
 )
 
@@ -144,6 +145,25 @@ func TestCrossNodeSession(t *testing.T) {
 	peertest.WireError(t, err, wire.CodeNotFound, `does not offer service "vnc"`)
 	_, err = crossControl(t, a, presenceKey).Connect(ctx, "pc-x")
 	peertest.WireError(t, err, wire.CodeBadRequest, "name one as CLIENT/SERVICE")
+
+	// The console of A opens a Client of B as a browser session would:
+	// a local Control, the same brokering across nodes.
+	lctx, cancelLocal := context.WithCancel(ctx)
+	ls, err := a.Relay().ConnectLocal(lctx, relay.LocalControl{Name: "console:alice", Operator: "alice",
+		KeyID: keyIDOf(b, "pc-x"), PublicIP: "192.0.2.7"}, "pc-x/echo")
+	if err != nil {
+		t.Fatalf("console session through gw-a: %v", err)
+	}
+	peertest.MustEchoBothWays(t, ls, 256<<10)
+	if ss := a.Relay().Sessions(); len(ss) != 1 || ss[0].Control != "console:alice" || ss[0].ClientNode != "gw-b" {
+		t.Fatalf("gw-a lists %+v", ss)
+	}
+	cancelLocal()
+	waitUntil(t, "the console session to end on gw-a", func() bool { return a.Relay().Stats().Sessions == 0 })
+	waitUntil(t, "its events on gw-a", func() bool {
+		return countEvents(t, a.DB(), "Control console:alice connected to Client pc-x") == 1 &&
+			countEvents(t, a.DB(), "Control console:alice disconnected from Client pc-x") == 1
+	})
 
 	// A's events record the sessions, with A's node.
 	waitUntil(t, "the session events on gw-a", func() bool {
