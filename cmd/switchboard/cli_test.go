@@ -89,7 +89,7 @@ func TestTLSWithConfigFileAndForward(t *testing.T) {
 	conf := filepath.Join(dir, "client.conf")
 	echo := echoServer(t)
 	os.WriteFile(conf, []byte("# copied to every machine\ngateway = "+gwURL+"\nkey = "+testKey+
-		"\nca = "+cert+"\nservice = echo="+echo+"\nservice = other=127.0.0.1:1\n"), 0o600)
+		"\nca = "+cert+"\nservice = echo="+echo+"\nservice = other=127.0.0.1:1,kind=vnc\nservice = sshd=127.0.0.1:2\n"), 0o600)
 	clientDone := make(chan error, 1)
 	go func() {
 		_, err := runCLI(ctx, t, nil, "client", "--config", conf, "--name", "pc-tls")
@@ -101,8 +101,13 @@ func TestTLSWithConfigFileAndForward(t *testing.T) {
 		out, err := runCLI(ctx, t, nil, "control", "browse", "--gateway", gwURL, "--key", testKey, "--ca", cert, "--json")
 		return err == nil && json.Unmarshal([]byte(out), &list) == nil && len(list) == 1
 	})
-	if list[0].Name != "pc-tls" || strings.Join(list[0].Services, ",") != "echo,other" {
+	if list[0].Name != "pc-tls" || strings.Join(list[0].Services, ",") != "echo,other,sshd" {
 		t.Fatalf("browse = %+v", list[0])
+	}
+	// Kinds for the browser console: given (other), implied by the name
+	// (sshd), none (echo).
+	if k := list[0].ServiceKinds; len(k) != 2 || k["other"] != "vnc" || k["sshd"] != "ssh" {
+		t.Fatalf("browse service kinds = %v, want other=vnc sshd=ssh", k)
 	}
 
 	fwd := freePort(t)
