@@ -364,6 +364,10 @@ const (
 	closeSignin  websocket.StatusCode = 4002 // the console session ended
 )
 
+// closeGrace is how long a desktop's socket outlives its session, for
+// the close handshake that tells the page why it ended.
+const closeGrace = 5 * time.Second
+
 // watchSignin cancels the remote session when its console session stops
 // admitting the operator (signed out, expired, disabled); why says so.
 func (c *Console) watchSignin(ctx context.Context, cancel context.CancelFunc, ra remoteAuth, why *reasonBox) {
@@ -457,6 +461,26 @@ func (c *Console) desktopSocket(w http.ResponseWriter, r *http.Request) {
 	defer ls.Close()
 	rec := c.startRecording(r.Context(), "desktop", ra.op, t)
 
+	// The socket's reads and writes must not use ctx: coder/websocket
+	// closes the connection, with no close frame, when the context of a
+	// pending Read or Write ends, and the page would never learn why the
+	// session ended (an admin terminated it, the sign-in expired). They
+	// use wctx, which outlives ctx by closeGrace: long enough for the
+	// close handshake, and a browser that reads nothing for that long is
+	// cut off.
+	wctx, wcancel := context.WithCancel(context.WithoutCancel(ctx))
+	defer wcancel()
+	stopGrace := context.AfterFunc(ctx, func() {
+		t := time.NewTimer(closeGrace)
+		defer t.Stop()
+		select {
+		case <-t.C:
+			wcancel()
+		case <-wctx.Done():
+		}
+	})
+	defer stopGrace()
+
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() {
@@ -464,7 +488,7 @@ func (c *Console) desktopSocket(w http.ResponseWriter, r *http.Request) {
 		defer wg.Done()
 		defer cancel()
 		for {
-			typ, b, err := ws.Read(ctx)
+			typ, b, err := ws.Read(wctx)
 			if err != nil {
 				if websocket.CloseStatus(err) == websocket.StatusMessageTooBig {
 					why.set(websocket.StatusMessageTooBig, "A message from the page was larger than the gateway takes.")
@@ -485,7 +509,7 @@ func (c *Console) desktopSocket(w http.ResponseWriter, r *http.Request) {
 	for {
 		n, err := ls.Read(buf)
 		if n > 0 {
-			if werr := ws.Write(ctx, websocket.MessageBinary, buf[:n]); werr != nil {
+			if werr := ws.Write(wctx, websocket.MessageBinary, buf[:n]); werr != nil {
 				break
 			}
 		}
@@ -498,13 +522,15 @@ func (c *Console) desktopSocket(w http.ResponseWriter, r *http.Request) {
 	}
 	cancel()
 	ls.Close()
-	wg.Wait()
-	c.endRecording(rec, "", nil)
 	code, reason := why.get()
 	if reason == "" {
 		code, reason = closeEnded, endedMessage(ls)
 	}
+	// Close's handshake ends the reader's Read (or, past its own
+	// timeout, the connection does).
 	_ = ws.Close(code, truncReason(reason))
+	wg.Wait()
+	c.endRecording(rec, "", nil)
 }
 
 // terminalSocket runs a terminal: the gateway is the SSH client.

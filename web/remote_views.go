@@ -73,10 +73,10 @@ type RemoteVerifyView struct {
 
 // RecordingRow is one browser session in the Recordings list.
 type RecordingRow struct {
-	ID                                         int64
+	ID                                          int64
 	Kind, Operator, Client, Service, Node, User string
-	Started, Ended                             time.Time
-	HasCast                                    bool
+	Started, Ended                              time.Time
+	HasCast                                     bool
 }
 
 // Length is how long the session lasted, or "running".
