@@ -170,9 +170,7 @@ func (s *Server) connectRemote(ctx context.Context, p *peerConn, operator, keyID
 			b, direct = acc, true
 		case reason := <-po.failed: // from a standby here
 			abandon()
-			s.sessionFailed(p, clientName, operator, fmt.Sprintf("the Client could not open service %s: %s", service, reason))
-			s.refuse(p, wire.CodeUnavailable, fmt.Sprintf("Client %q could not open service %q: %s", clientName, service, reason))
-			return fmt.Errorf("relay: connect %q/%s: client failed: %s", clientName, service, reason)
+			return s.clientFailed(p, clientName, operator, service, reason)
 		case lr := <-links:
 			linkUsed = true
 			if lr.err != nil {

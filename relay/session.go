@@ -211,9 +211,7 @@ func (s *Server) connect(ctx context.Context, p *peerConn, ckey Key, operator st
 		case acc = <-po.accept:
 		case reason := <-po.failed:
 			abandon()
-			s.sessionFailed(p, c.name, operator, fmt.Sprintf("the Client could not open service %s: %s", service, reason))
-			s.refuse(p, wire.CodeUnavailable, fmt.Sprintf("Client %q could not open service %q: %s", c.name, service, reason))
-			return fmt.Errorf("relay: connect %q/%s: client failed: %s", clientName, service, reason)
+			return s.clientFailed(p, c.name, operator, service, reason)
 		case <-timer.C:
 			abandon()
 			s.sessionFailed(p, c.name, operator, fmt.Sprintf("the Client did not answer within %s", s.openTimeout))
@@ -235,6 +233,26 @@ func (s *Server) connect(ctx context.Context, p *peerConn, ckey Key, operator st
 		client: c, service: service, started: time.Now(), a: p.conn, b: acc.conn,
 	}
 	return s.runSession(ctx, x, p, acc, true, nil)
+}
+
+// clientFailed answers a Control whose Client could not open service.
+func (s *Server) clientFailed(p *peerConn, client, operator, service, reason string) error {
+	s.sessionFailed(p, client, operator, fmt.Sprintf("the Client could not open service %s: %s", service, reason))
+	s.refuse(p, wire.CodeUnavailable, fmt.Sprintf("Client %q could not open service %q: %s", client, service, reason))
+	return fmt.Errorf("relay: connect %q/%s: client failed: %s", client, service, reason)
+}
+
+// checkClientKey checks the key of a Client's session connection (an
+// accept or a standby); on refusal it has told the peer and closed it.
+func (s *Server) checkClientKey(p *peerConn) (Key, error) {
+	h := p.hello
+	key, ok := s.keys.check(p.nonce, h)
+	if !ok {
+		s.emit(event.ClientSecurityFailed(h.Name, "", p.publicIP))
+		s.refuse(p, wire.CodeUnauthorized, "security check failed: the gateway key is not valid on this gateway")
+		return Key{}, fmt.Errorf("relay: %s from %s: bad key", h.Role, p.publicIP)
+	}
+	return key, nil
 }
 
 // sessionFailed records a session the Control asked for that never began.
@@ -387,11 +405,9 @@ func (s *Server) findClient(name, keyID string) (c *client, mismatch bool) {
 // serveAccept hands a Client's session connection to the waiting Control.
 func (s *Server) serveAccept(p *peerConn) error {
 	h := p.hello
-	key, ok := s.keys.check(p.nonce, h)
-	if !ok {
-		s.emit(event.ClientSecurityFailed(h.Name, "", p.publicIP))
-		s.refuse(p, wire.CodeUnauthorized, "security check failed: the gateway key is not valid on this gateway")
-		return fmt.Errorf("relay: accept from %s: bad key", p.publicIP)
+	key, err := s.checkClientKey(p)
+	if err != nil {
+		return err
 	}
 	s.mu.Lock()
 	po := s.pending[h.Target]

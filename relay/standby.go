@@ -49,11 +49,9 @@ type standby struct {
 // hands its answer to the waiting Control.
 func (s *Server) serveStandby(p *peerConn) error {
 	h := p.hello
-	key, ok := s.keys.check(p.nonce, h)
-	if !ok {
-		s.emit(event.ClientSecurityFailed(h.Name, "", p.publicIP))
-		s.refuse(p, wire.CodeUnauthorized, "security check failed: the gateway key is not valid on this gateway")
-		return fmt.Errorf("relay: standby from %s: bad key", p.publicIP)
+	key, err := s.checkClientKey(p)
+	if err != nil {
+		return err
 	}
 	k := clientKey{h.Name, key.KeyID}
 	st := &standby{p: p, c: &client{name: h.Name, keyID: key.KeyID}}
@@ -117,7 +115,7 @@ func (s *Server) serveStandby(p *peerConn) error {
 		return lost(fmt.Errorf("unexpected %s frame", t))
 	}
 	s.mu.Lock()
-	ok = po != nil && s.pending[id] == po
+	ok := po != nil && s.pending[id] == po
 	if ok {
 		delete(s.pending, id)
 		po.accept <- p // as in serveAccept: under the lock, never blocks
