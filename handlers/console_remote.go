@@ -447,6 +447,9 @@ func (c *Console) desktopSocket(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer ws.CloseNow()
+	// The reader below enforces remoteReadLimit itself, with a reason
+	// for the page; the library's limit is one byte past it.
+	ws.SetReadLimit(remoteReadLimit + 1)
 	ctx, cancel := context.WithCancel(r.Context())
 	defer cancel()
 	c.cancelOnStop(ctx, cancel)
@@ -488,15 +491,24 @@ func (c *Console) desktopSocket(w http.ResponseWriter, r *http.Request) {
 		defer wg.Done()
 		defer cancel()
 		for {
-			typ, b, err := ws.Read(wctx)
+			typ, rd, err := ws.Reader(wctx)
 			if err != nil {
-				if websocket.CloseStatus(err) == websocket.StatusMessageTooBig {
-					why.set(websocket.StatusMessageTooBig, "A message from the page was larger than the gateway takes.")
-				}
 				return
 			}
 			if typ != websocket.MessageBinary {
 				why.set(websocket.StatusUnsupportedData, "The page sent text where the desktop takes binary messages.")
+				return
+			}
+			// One byte past the limit tells a message too big, closed
+			// below with 1009 and the page's reason: past its own read
+			// limit coder/websocket would close with a reason of its own
+			// ("read limited at …") before this could say why.
+			b, err := io.ReadAll(io.LimitReader(rd, remoteReadLimit+1))
+			if err != nil {
+				return
+			}
+			if len(b) > remoteReadLimit {
+				why.set(websocket.StatusMessageTooBig, "A message from the page was larger than the gateway takes (256 KiB).")
 				return
 			}
 			if _, err := ls.Write(b); err != nil {
@@ -604,9 +616,11 @@ func (c *Console) terminalSocket(w http.ResponseWriter, r *http.Request) {
 	if ls != nil {
 		ls.Close()
 	}
-	if rec == nil && ls != nil && !rs.RecordTerminals {
-		// Not recorded: who, when and how long still are.
-		rec = c.startRecording(r.Context(), "terminal", ra.op, t)
+	if rec == nil && !res.Started.IsZero() {
+		// Not recorded (turned off, or no directory to write to): who,
+		// when and how long still are, from when the shell started, as
+		// a recorded terminal's row is.
+		rec = c.startRecordingAt(r.Context(), "terminal", ra.op, t, res.Started)
 	}
 	c.endRecording(rec, res.User, nil)
 }
@@ -640,11 +654,16 @@ type recordingRun struct {
 }
 
 func (c *Console) startRecording(ctx context.Context, kind string, op db.Operator, t remoteTarget) *recordingRun {
+	return c.startRecordingAt(ctx, kind, op, t, c.now())
+}
+
+// startRecordingAt is startRecording of a session that started at started.
+func (c *Console) startRecordingAt(ctx context.Context, kind string, op db.Operator, t remoteTarget, started time.Time) *recordingRun {
 	if c.Remote == nil {
 		return nil
 	}
 	id, err := c.Remote.StartRecording(ctx, db.Recording{Kind: kind, Operator: op.Name, Client: t.info.Name,
-		Service: t.service, Node: t.info.Node, Started: c.now()})
+		Service: t.service, Node: t.info.Node, Started: started})
 	if err != nil {
 		c.Logger.Warn("console: cannot record a browser session", "err", err)
 		return nil
