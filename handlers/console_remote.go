@@ -450,11 +450,8 @@ func (c *Console) desktopSocket(w http.ResponseWriter, r *http.Request) {
 	// The reader below enforces remoteReadLimit itself, with a reason
 	// for the page; the library's limit is one byte past it.
 	ws.SetReadLimit(remoteReadLimit + 1)
-	ctx, cancel := context.WithCancel(r.Context())
+	ctx, cancel, why := c.remoteContext(r, ra)
 	defer cancel()
-	c.cancelOnStop(ctx, cancel)
-	why := &reasonBox{}
-	go c.watchSignin(ctx, cancel, ra, why)
 
 	ls, err := c.connectLocal(ctx, r, ra.op, t)
 	if err != nil {
@@ -552,11 +549,8 @@ func (c *Console) terminalSocket(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer ws.CloseNow()
-	ctx, cancel := context.WithCancel(r.Context())
+	ctx, cancel, why := c.remoteContext(r, ra)
 	defer cancel()
-	c.cancelOnStop(ctx, cancel)
-	why := &reasonBox{}
-	go c.watchSignin(ctx, cancel, ra, why)
 
 	var ls *relay.LocalSession
 	var rec *recordingRun
@@ -734,6 +728,17 @@ func truncReason(s string) string {
 }
 
 func utf8Start(b byte) bool { return b&0xC0 != 0x80 }
+
+// remoteContext is a remote session's context: it ends with the request,
+// when the gateway stops, or when the console session stops admitting
+// the operator (why then says so).
+func (c *Console) remoteContext(r *http.Request, ra remoteAuth) (context.Context, context.CancelFunc, *reasonBox) {
+	ctx, cancel := context.WithCancel(r.Context())
+	c.cancelOnStop(ctx, cancel)
+	why := &reasonBox{}
+	go c.watchSignin(ctx, cancel, ra, why)
+	return ctx, cancel, why
+}
 
 // cancelOnStop cancels a remote session's ctx when the gateway stops; the
 // goroutine ends with ctx.
