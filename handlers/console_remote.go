@@ -637,7 +637,19 @@ func (h hostKeys) Pin(ctx context.Context, client, service string, key []byte, f
 	if h.c.Remote == nil {
 		return errors.New("no store for host keys")
 	}
-	return h.c.Remote.PinHostKey(ctx, db.HostKey{Client: client, KeyID: h.keyID, Service: service, Key: key, Fingerprint: fingerprint})
+	if err := h.c.Remote.PinHostKey(ctx, db.HostKey{Client: client, KeyID: h.keyID, Service: service, Key: key, Fingerprint: fingerprint}); err != nil {
+		return err
+	}
+	// The first pin wins: another terminal (another node) may have pinned
+	// another key at the same moment, and then this one is not trusted.
+	got, ok, err := h.c.Remote.PinnedHostKey(ctx, client, h.keyID, service)
+	if err != nil {
+		return err
+	}
+	if !ok || !bytes.Equal(got.Key, key) {
+		return fmt.Errorf("another host key (%s) was pinned for %s/%s at the same moment: refusing this one", got.Fingerprint, client, service)
+	}
+	return nil
 }
 
 // recordingRun is a browser session's row in recordings while it runs.
@@ -874,4 +886,50 @@ func (c *Console) remoteAssets(page string) web.PageAssets {
 		return web.PageAssets{Styles: []string{c.Asset("vendor/asciinema-player-3.18.0/asciinema-player.css")},
 			Modules: []string{c.Asset("recording.js")}}
 	}
+}
+
+// RecoverRecordings stores the terminal recordings a gateway that died
+// mid-session left in dir (named <id>.cast, see terminalSocket): the row
+// is ended at the file's last write, and the file removed once stored.
+// The gateway runs it at start.
+func RecoverRecordings(ctx context.Context, rs RemoteStore, dir string) (int, error) {
+	entries, err := os.ReadDir(dir)
+	if errors.Is(err, os.ErrNotExist) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, e := range entries {
+		idText, ok := strings.CutSuffix(e.Name(), ".cast")
+		id, perr := strconv.ParseInt(idText, 10, 64)
+		if !ok || perr != nil || !e.Type().IsRegular() {
+			continue
+		}
+		path := filepath.Join(dir, e.Name())
+		x, gz, err := rs.RecordingCast(ctx, id)
+		if errors.Is(err, db.ErrNotFound) || (err == nil && gz != nil) {
+			// Deleted by retention, or stored before the file could be
+			// removed.
+			_ = os.Remove(path)
+			continue
+		}
+		if err != nil {
+			return n, err
+		}
+		info, err := e.Info()
+		if err != nil {
+			return n, err
+		}
+		if gz, err = gzipFile(path); err != nil {
+			return n, err
+		}
+		if err := rs.EndRecording(ctx, id, info.ModTime(), x.SSHUser, gz, info.Size()); err != nil {
+			return n, err
+		}
+		_ = os.Remove(path)
+		n++
+	}
+	return n, nil
 }

@@ -229,6 +229,11 @@ func Start(ctx context.Context, cfg Config) (_ *Gateway, err error) {
 	if g.certs != nil {
 		h.Console.UseCertificate = g.certs.Upload
 	}
+	if n, err := handlers.RecoverRecordings(ctx, st, g.recordDir()); err != nil {
+		log.Warn("cannot store the terminal recordings an earlier run left", "dir", g.recordDir(), "err", err)
+	} else if n > 0 {
+		log.Info("stored terminal recordings an earlier run left unfinished", "recordings", n)
+	}
 	g.routes = h.Routes()
 	if err := g.listen(rc.Listen); err != nil {
 		return nil, err
