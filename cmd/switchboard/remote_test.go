@@ -478,8 +478,19 @@ func TestRemoteTerminal(t *testing.T) {
 	word2 := randomWord("key")
 	b.typeTerm("echo " + word2 + "\r")
 	b.waitTermLine("the echoed word", regexp.MustCompile(`^`+word2+`$`))
-	b.typeTerm("exit\r")
-	b.runLong("the shell exits", remoteWait, remoteState("ended"))
+	// An admin ends it from Active Sessions: the terminal says by whom,
+	// not that the shell ended.
+	as, closeSessions := b.tab()
+	as.acceptDialogs()
+	as.run("open Active Sessions",
+		chromedp.Navigate(g.https()+"/console/sessions"),
+		chromedp.WaitVisible(`tr[data-session]`, chromedp.ByQuery),
+	)
+	as.clickLive("terminate the terminal", `tr[data-session] button.danger`)
+	as.run("see it terminated", chromedp.WaitNotPresent(`tr[data-session]`, chromedp.ByQuery))
+	closeSessions()
+	b.runLong("the terminal ends", remoteWait, remoteState("ended"))
+	b.waitText("the terminal says who ended it", `#remote-status`, "Session ended by admin "+adminName+".")
 
 	// A wrong password.
 	b.signInTerminal(g, page, user, "not the password", "")

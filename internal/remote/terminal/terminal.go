@@ -122,6 +122,7 @@ type Result struct {
 // others are the error codes sent to the browser.
 const (
 	ReasonShellExited    = "shell_exited"    // the remote shell ended
+	ReasonConnLost       = "conn_lost"       // the session's connection broke (terminated, the Client gone)
 	ReasonCancelled      = "cancelled"       // ctx was cancelled
 	ReasonBrowserGone    = "browser_gone"    // the WebSocket closed or failed
 	ReasonBadRequest     = "bad_request"     // the auth message was malformed
@@ -290,6 +291,16 @@ func (s *session) run(ctx context.Context, dial func(ctx context.Context) (net.C
 		switch {
 		case res.Reason == ReasonShellExited:
 			last = map[string]any{"type": "ended", "message": "The remote shell ended."}
+		case res.Reason == ReasonConnLost:
+			// The caller knows why the session's bytes stopped (an admin
+			// terminated it, the sign-in ended) when it was not the Client.
+			msg := "The connection to the Client was lost: the Client went away, or the session was ended."
+			if s.o.EndMessage != nil {
+				if m := s.o.EndMessage(); m != "" {
+					msg = m
+				}
+			}
+			last = map[string]any{"type": "ended", "message": msg}
 		case res.Reason == ReasonCancelled:
 			msg := "The session was ended."
 			if s.o.EndMessage != nil {
@@ -732,10 +743,11 @@ func (s *session) bridge(ctx context.Context, sess *ssh.Session, stdin io.Writer
 		})
 	}
 	exited := make(chan struct{})
+	var waitErr error // read once exited is closed
 	s.sshGoroutine(func() {
 		defer close(exited)
-		err := sess.Wait()
-		s.log.Debug("terminal: remote shell ended", "err", err)
+		waitErr = sess.Wait()
+		s.log.Debug("terminal: remote shell ended", "err", waitErr)
 	})
 	gone := make(chan struct{})
 	s.sshGoroutine(func() {
@@ -749,6 +761,13 @@ func (s *session) bridge(ctx context.Context, sess *ssh.Session, stdin io.Writer
 	case <-gone:
 		return ReasonBrowserGone
 	case <-exited:
+	}
+	// A shell that exits reports its status (OpenSSH always does); a
+	// channel that closes without one is the connection breaking under
+	// it (ExitMissingError), as when the relay session was terminated.
+	var exit *ssh.ExitError
+	if waitErr != nil && !errors.As(waitErr, &exit) {
+		return ReasonConnLost
 	}
 	// The shell ended; what it printed last is still on its way.
 	for range out {

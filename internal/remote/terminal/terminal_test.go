@@ -1000,3 +1000,41 @@ func TestRecordFails(t *testing.T) {
 		t.Errorf("result %+v, %v", res, err)
 	}
 }
+
+// TestConnectionLost: the session's bytes stop under a running shell (an
+// admin terminated the relay session, the Client went away): the page is
+// told so, in the caller's words when it has them, not that the shell
+// ended.
+func TestConnectionLost(t *testing.T) {
+	for _, c := range []struct{ end, want string }{
+		{"", "The connection to the Client was lost: the Client went away, or the session was ended."},
+		{"Session ended by admin bob.", "Session ended by admin bob."},
+	} {
+		var mu sync.Mutex
+		var conns []net.Conn
+		var h *harness
+		end := c.end
+		h = newHarness(t, serverOpts{}, Options{EndMessage: func() string { return end }}, func(ctx context.Context) (net.Conn, error) {
+			conn, err := h.ssh.dial(ctx)
+			mu.Lock()
+			conns = append(conns, conn)
+			mu.Unlock()
+			return conn, err
+		})
+		b := h.dial()
+		b.auth(nil)
+		b.expect("hostkey")
+		b.expect("ready")
+		b.waitOutput("$ ")
+		mu.Lock()
+		conns[0].Close()
+		mu.Unlock()
+		if m := b.expect("ended"); m.Message != c.want {
+			t.Errorf("ended %+v, want %q", m, c.want)
+		}
+		b.closed(websocket.StatusNormalClosure)
+		if res, err := h.result(); err != nil || res.Reason != ReasonConnLost {
+			t.Errorf("result %+v, %v", res, err)
+		}
+	}
+}
