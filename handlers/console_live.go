@@ -100,40 +100,47 @@ func (c *Console) requireLive(admin bool) func(http.Handler) http.Handler {
 // liveAdmits reads the session a.token names from the store, and its
 // operator from the database, and reports whether they still admit a.
 func (c *Console) liveAdmits(ctx context.Context, a liveAuth) (db.Operator, bool, error) {
+	op, _, ok, err := c.liveSession(ctx, a)
+	return op, ok, err
+}
+
+// liveSession is liveAdmits with the session it read, for the values a
+// caller needs beyond the operator.
+func (c *Console) liveSession(ctx context.Context, a liveAuth) (db.Operator, context.Context, bool, error) {
 	if a.token == "" {
-		return db.Operator{}, false, nil
+		return db.Operator{}, nil, false, nil
 	}
 	// Load reads the store only when ctx carries no session already; a
 	// context without values makes sure of it wherever this is called.
 	sctx, err := c.Sessions.Load(noValues{ctx}, a.token)
 	if err != nil {
-		return db.Operator{}, false, err
+		return db.Operator{}, nil, false, err
 	}
 	name := c.Sessions.GetString(sctx, sessionOperator)
 	switch {
 	case c.Sessions.Token(sctx) == "":
 		// Not in the store: destroyed (signed out), renewed, or past its
 		// expiry, which is the idle deadline or the absolute one.
-		return db.Operator{}, false, nil
+		return db.Operator{}, nil, false, nil
 	case name == "", a.operator != "" && name != a.operator:
-		return db.Operator{}, false, nil
+		return db.Operator{}, nil, false, nil
 	case !time.Now().Before(c.Sessions.Deadline(sctx)):
 		// The absolute lifetime, checked here too rather than trusting the
 		// store's expiry alone. scs's deadlines are on time.Now, not c.now.
-		return db.Operator{}, false, nil
+		return db.Operator{}, nil, false, nil
 	}
 	op, err := c.Store.Operator(ctx, name)
 	switch {
 	case errors.Is(err, db.ErrNotFound), err == nil && (op.Disabled || c.stalePassword(sctx, op)):
 		// Removed, disabled or its password changed: end the session, as
 		// requireOperator does.
-		return db.Operator{}, false, c.Sessions.Destroy(sctx)
+		return db.Operator{}, nil, false, c.Sessions.Destroy(sctx)
 	case err != nil:
-		return db.Operator{}, false, err
+		return db.Operator{}, nil, false, err
 	case a.admin && !op.IsAdmin():
-		return db.Operator{}, false, nil
+		return db.Operator{}, nil, false, nil
 	}
-	return op, true, nil
+	return op, sctx, true, nil
 }
 
 // noValues is a context's cancellation and deadline without its values.

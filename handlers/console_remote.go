@@ -16,6 +16,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/coder/websocket"
 	"github.com/go-chi/chi/v5"
@@ -285,12 +286,8 @@ type remoteAuth struct {
 // remoteAdmits reads r's console session from the store (never writing
 // it: an open socket is no activity, as with the live streams).
 func (c *Console) remoteAdmits(ctx context.Context, token, operator string) (remoteAuth, bool, error) {
-	op, ok, err := c.liveAdmits(ctx, liveAuth{token: token, operator: operator})
+	op, sctx, ok, err := c.liveSession(ctx, liveAuth{token: token, operator: operator})
 	if err != nil || !ok {
-		return remoteAuth{}, false, err
-	}
-	sctx, err := c.Sessions.Load(noValues{ctx}, token)
-	if err != nil {
 		return remoteAuth{}, false, err
 	}
 	return remoteAuth{op: op, token: token, verified: c.Sessions.GetBool(sctx, sessionRemoteVerified)}, true, nil
@@ -539,7 +536,7 @@ func (c *Console) desktopSocket(w http.ResponseWriter, r *http.Request) {
 	// timeout, the connection does).
 	_ = ws.Close(code, truncReason(reason))
 	wg.Wait()
-	c.endRecording(rec, "", nil)
+	c.endRecording(rec, "")
 }
 
 // terminalSocket runs a terminal: the gateway is the SSH client.
@@ -616,7 +613,7 @@ func (c *Console) terminalSocket(w http.ResponseWriter, r *http.Request) {
 		// a recorded terminal's row is.
 		rec = c.startRecordingAt(r.Context(), "terminal", ra.op, t, res.Started)
 	}
-	c.endRecording(rec, res.User, nil)
+	c.endRecording(rec, res.User)
 }
 
 // hostKeys pins SSH host keys per Client (name and key) and service.
@@ -679,7 +676,7 @@ func (c *Console) startRecordingAt(ctx context.Context, kind string, op db.Opera
 
 // endRecording stores the session's end and, for a recorded terminal, its
 // asciicast (gzip) in the row; the file is removed once stored.
-func (c *Console) endRecording(rec *recordingRun, sshUser string, _ error) {
+func (c *Console) endRecording(rec *recordingRun, sshUser string) {
 	if rec == nil || c.Remote == nil {
 		return
 	}
@@ -724,22 +721,17 @@ func gzipFile(path string) ([]byte, error) {
 }
 
 // truncReason fits a close reason in a control frame (123 bytes), cut at
-// a rune boundary.
+// a rune boundary, with room for the ellipsis's 3 bytes.
 func truncReason(s string) string {
 	if len(s) <= 123 {
 		return s
 	}
-	s = s[:120]
-	for len(s) > 0 && !utf8Start(s[len(s)-1]) {
-		s = s[:len(s)-1]
+	i := 120
+	for i > 0 && !utf8.RuneStart(s[i]) {
+		i--
 	}
-	if len(s) > 0 {
-		s = s[:len(s)-1]
-	}
-	return s + "…"
+	return s[:i] + "…"
 }
-
-func utf8Start(b byte) bool { return b&0xC0 != 0x80 }
 
 // remoteContext is a remote session's context: it ends with the request,
 // when the gateway stops, or when the console session stops admitting

@@ -201,7 +201,7 @@ func (s *Server) openOnStandby(k clientKey, o wire.Open) bool {
 	}
 }
 
-// dropStandbys closes the standby connections pick selects.
+// dropStandbysLocked closes the standby connections pick selects.
 func (s *Server) dropStandbysLocked(pick func(*client) bool) {
 	for _, list := range s.standbys {
 		for _, st := range list {
